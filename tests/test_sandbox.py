@@ -156,3 +156,9 @@ def test_landlock_blocks_tcp_when_no_network_namespace(monkeypatch):
     server.close()
     thread.join(6)
     assert accepted == [False]
+
+
+def test_stdlib_only_mode_hides_site_packages(tmp_path):
+    code = "import sys\nprint(any('site-packages' in p for p in sys.path))"
+    assert run_python(code, limits=SandboxLimits(site_packages=False)).stdout == "False\n"
+    assert run_python(code).stdout == "True\n"
