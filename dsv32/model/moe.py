@@ -1,0 +1,125 @@
+"""DeepSeekMoE with auxiliary-loss-free (noaux_tc) group-limited routing.
+
+    s = sigmoid(x W_gate^T)                  (fp32)         choice = s + e_score_correction_bias
+    group score = sum of the top-2 choice scores in each of n_group groups; keep topk_group groups
+    experts = top-num_experts_per_tok of choice within the kept groups
+    weights = s[experts] / sum(s[experts]) * routed_scaling_factor     (the bias only steers choice)
+    y = sum_e weights_e SwiGLU_e(x) + shared_experts(x)
+
+Load balance: the bias gets no gradient; after each step `update_expert_bias` applies
+bias_i += gamma * sign(mean_load - load_i). An optional sequence-wise balance loss
+(alpha * sum_i f_i P_i per sequence, DeepSeek-V3 eq. 17-20) can be added to the training loss.
+
+Routing replay ("keep routing"): given recorded expert ids, the top-k is skipped and the current
+scores s are gathered at those ids, so the gate still receives gradient through the weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dsv32.config import ModelConfig
+from dsv32.model.layers import SwiGLU
+
+
+@dataclass
+class Routing:
+    """One MoE layer's routing for a batch of tokens."""
+
+    expert_ids: torch.Tensor  # [N, k] int64
+    weights: torch.Tensor  # [N, k] fp32, sum to routed_scaling_factor when norm_topk_prob
+    scores: torch.Tensor  # [N, E] fp32 sigmoid scores (unbiased)
+
+
+class Gate(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_experts, self.top_k = config.n_routed_experts, config.num_experts_per_tok
+        self.n_group, self.topk_group = config.n_group, config.topk_group
+        self.scaling, self.normalize = config.routed_scaling_factor, config.norm_topk_prob
+        self.weight = nn.Parameter(torch.empty(self.n_experts, config.hidden_size))
+        self.register_buffer("e_score_correction_bias", torch.zeros(self.n_experts, dtype=torch.float32))
+
+    def choose(self, scores_NE: torch.Tensor) -> torch.Tensor:
+        """Group-limited top-k on the biased scores. -> expert ids [N, k]."""
+        choice_NE = scores_NE + self.e_score_correction_bias.float()
+        grouped_NGE = choice_NE.view(-1, self.n_group, self.n_experts // self.n_group)
+        group_score_NG = grouped_NGE.topk(min(2, grouped_NGE.shape[-1]), dim=-1).values.sum(-1)
+        kept_NG = group_score_NG.topk(self.topk_group, dim=-1).indices
+        group_ok_NG = torch.zeros_like(group_score_NG, dtype=torch.bool).scatter_(1, kept_NG, True)
+        allowed_NE = group_ok_NG.repeat_interleave(self.n_experts // self.n_group, dim=1)
+        return choice_NE.masked_fill(~allowed_NE, float("-inf")).topk(self.top_k, dim=-1).indices
+
+    def forward(self, x_ND: torch.Tensor, replay_ids: torch.Tensor | None = None) -> Routing:
+        scores_NE = torch.sigmoid(F.linear(x_ND.float(), self.weight.float()))
+        with torch.no_grad():
+            ids_NK = self.choose(scores_NE) if replay_ids is None else replay_ids.to(torch.long)
+        if ids_NK.shape != (x_ND.shape[0], self.top_k):
+            raise ValueError(f"replayed expert ids must have shape {(x_ND.shape[0], self.top_k)}, got "
+                             f"{tuple(ids_NK.shape)}")  # fmt: skip
+        weights_NK = scores_NE.gather(1, ids_NK)
+        if self.normalize:
+            weights_NK = weights_NK / (weights_NK.sum(-1, keepdim=True) + 1e-20)
+        return Routing(ids_NK, weights_NK * self.scaling, scores_NE)
+
+
+class MoE(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gate = Gate(config)
+        self.experts = nn.ModuleList(
+            SwiGLU(config.hidden_size, config.moe_intermediate_size) for _ in range(config.n_routed_experts)
+        )
+        self.shared_experts = (
+            SwiGLU(config.hidden_size, config.moe_intermediate_size * config.n_shared_experts)
+            if config.n_shared_experts
+            else None
+        )
+
+    def forward(self, x_BTD: torch.Tensor, replay_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, Routing]:
+        b, t, d = x_BTD.shape
+        x_ND = x_BTD.reshape(b * t, d)
+        routing = self.gate(x_ND, None if replay_ids is None else replay_ids.reshape(b * t, -1))
+        y_ND = torch.zeros_like(x_ND)
+        flat_ids = routing.expert_ids.flatten()
+        order = flat_ids.argsort(stable=True)  # slots grouped by expert
+        counts = torch.bincount(flat_ids, minlength=len(self.experts)).tolist()
+        tokens = order // routing.expert_ids.shape[1]
+        weights = routing.weights.flatten()[order].to(x_ND.dtype)
+        start = 0
+        for expert, count in zip(self.experts, counts):
+            if count:
+                rows = tokens[start : start + count]
+                y_ND.index_add_(0, rows, expert(x_ND[rows]) * weights[start : start + count, None])
+            start += count
+        if self.shared_experts is not None:
+            y_ND = y_ND + self.shared_experts(x_ND)
+        return y_ND.view(b, t, d), routing
+
+
+def expert_load(routing: Routing, n_experts: int) -> torch.Tensor:
+    """Number of token slots routed to each expert, [E] fp32."""
+    return torch.bincount(routing.expert_ids.flatten(), minlength=n_experts).float()
+
+
+def sequence_balance_loss(routing: Routing, batch: int, top_k: int) -> torch.Tensor:
+    """DeepSeek-V3's sequence-wise balance loss without alpha: mean over sequences of sum_i f_i P_i,
+    f_i = E / (k T) * (tokens of the sequence routed to i), P_i = mean_t of s normalised over experts."""
+    n, e = routing.scores.shape
+    t = n // batch
+    counts_BE = F.one_hot(routing.expert_ids.view(batch, t * top_k), e).sum(1).float()
+    f_BE = counts_BE * e / (top_k * t)
+    normed = routing.scores / routing.scores.sum(-1, keepdim=True)
+    p_BE = normed.view(batch, t, e).mean(1)
+    return (f_BE * p_BE).sum(-1).mean()
+
+
+@torch.no_grad()
+def update_expert_bias(gate: Gate, load_E: torch.Tensor, gamma: float = 1e-3) -> None:
+    """bias_i += gamma * sign(mean_load - load_i): under-loaded experts become more likely."""
+    load_E = load_E.to(gate.e_score_correction_bias.device).float()
+    gate.e_score_correction_bias.add_(gamma * torch.sign(load_E.mean() - load_E))
