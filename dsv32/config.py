@@ -134,32 +134,53 @@ class ModelConfig:
             "index_n_heads", "index_head_dim", "max_position_embeddings",
         ):  # fmt: skip
             value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                 f"{name} must be a positive integer, got {value!r}")
-        need(self.index_topk >= 1 if isinstance(self.index_topk, int) else False,
-             f"index_topk must be an integer >= 1, got {self.index_topk!r}")
-        need(self.qk_rope_head_dim % 2 == 0, f"qk_rope_head_dim must be even for RoPE, got {self.qk_rope_head_dim}")
-        need(self.index_head_dim >= self.qk_rope_head_dim,
-             f"index_head_dim ({self.index_head_dim}) must be >= qk_rope_head_dim ({self.qk_rope_head_dim}): "
-             "the indexer applies RoPE to its first qk_rope_head_dim dims")
-        need(0 <= self.first_k_dense_replace <= self.num_hidden_layers,
-             f"first_k_dense_replace must be in [0, num_hidden_layers={self.num_hidden_layers}], "
-             f"got {self.first_k_dense_replace}")
+            need(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                f"{name} must be a positive integer, got {value!r}",
+            )
+        need(
+            self.index_topk >= 1 if isinstance(self.index_topk, int) else False,
+            f"index_topk must be an integer >= 1, got {self.index_topk!r}",
+        )
+        need(
+            self.qk_rope_head_dim % 2 == 0,
+            f"qk_rope_head_dim must be even for RoPE, got {self.qk_rope_head_dim}",
+        )
+        need(
+            self.index_head_dim >= self.qk_rope_head_dim,
+            f"index_head_dim ({self.index_head_dim}) must be >= qk_rope_head_dim ({self.qk_rope_head_dim}): "
+            "the indexer applies RoPE to its first qk_rope_head_dim dims",
+        )
+        need(
+            0 <= self.first_k_dense_replace <= self.num_hidden_layers,
+            f"first_k_dense_replace must be in [0, num_hidden_layers={self.num_hidden_layers}], "
+            f"got {self.first_k_dense_replace}",
+        )
         if self.index_hadamard:
             d = self.index_head_dim
-            need(d & (d - 1) == 0, f"index_head_dim must be a power of two for the Hadamard rotation, got {d}")
+            need(
+                d & (d - 1) == 0, f"index_head_dim must be a power of two for the Hadamard rotation, got {d}"
+            )
         if self.n_routed_experts > 0:
             need(self.n_group >= 1, f"n_group must be >= 1, got {self.n_group}")
-            need(self.n_routed_experts % self.n_group == 0,
-                 f"n_routed_experts ({self.n_routed_experts}) must be divisible by n_group ({self.n_group})")
-            need(1 <= self.topk_group <= self.n_group,
-                 f"topk_group must be in [1, n_group={self.n_group}], got {self.topk_group}")
+            need(
+                self.n_routed_experts % self.n_group == 0,
+                f"n_routed_experts ({self.n_routed_experts}) must be divisible by n_group ({self.n_group})",
+            )
+            need(
+                1 <= self.topk_group <= self.n_group,
+                f"topk_group must be in [1, n_group={self.n_group}], got {self.topk_group}",
+            )
             per_group = self.n_routed_experts // self.n_group
-            need(per_group >= 2 or self.n_group == 1,
-                 f"each expert group needs >= 2 experts for the top-2 group score, got {per_group}")
-            need(1 <= self.num_experts_per_tok <= self.topk_group * per_group,
-                 f"num_experts_per_tok ({self.num_experts_per_tok}) must be in [1, topk_group x experts per group"
-                 f" = {self.topk_group * per_group}]")
+            need(
+                per_group >= 2 or self.n_group == 1,
+                f"each expert group needs >= 2 experts for the top-2 group score, got {per_group}",
+            )
+            need(
+                1 <= self.num_experts_per_tok <= self.topk_group * per_group,
+                f"num_experts_per_tok ({self.num_experts_per_tok}) must be in "
+                f"[1, topk_group x experts per group = {self.topk_group * per_group}]",
+            )
             need(self.moe_intermediate_size >= 1, "moe_intermediate_size must be >= 1")
         need(self.scoring_func == "sigmoid", f"scoring_func must be 'sigmoid', got {self.scoring_func!r}")
         need(self.topk_method == "noaux_tc", f"topk_method must be 'noaux_tc', got {self.topk_method!r}")
@@ -169,8 +190,10 @@ class ModelConfig:
             need(kind == "yarn", f"rope_scaling type must be 'yarn' (or rope_scaling null), got {kind!r}")
             for key in ("factor", "original_max_position_embeddings"):
                 need(key in self.rope_scaling, f"rope_scaling needs {key!r}")
-            need(float(self.rope_scaling["factor"]) >= 1.0,
-                 f"rope_scaling factor must be >= 1, got {self.rope_scaling['factor']}")
+            need(
+                float(self.rope_scaling["factor"]) >= 1.0,
+                f"rope_scaling factor must be >= 1, got {self.rope_scaling['factor']}",
+            )
 
     # ---- JSON ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -57,7 +57,9 @@ def count_params(c: ModelConfig) -> ParamCounts:
     n_moe = len(c.moe_layers)
     n_dense = c.num_hidden_layers - n_moe
     expert = 3 * c.hidden_size * c.moe_intermediate_size
-    embeddings = 2 * c.vocab_size * c.hidden_size if not c.tie_word_embeddings else c.vocab_size * c.hidden_size
+    embeddings = (
+        2 * c.vocab_size * c.hidden_size if not c.tie_word_embeddings else c.vocab_size * c.hidden_size
+    )
     attention = c.num_hidden_layers * attention_params(c)
     indexers = c.num_hidden_layers * indexer_params(c)
     dense_mlp = n_dense * 3 * c.hidden_size * c.intermediate_size
@@ -94,15 +96,24 @@ def _matmul_params_per_token(c: ModelConfig, with_indexers: bool) -> int:
     """Activated parameters that take part in a matmul: not the embedding lookup, norms or biases."""
     p = count_params(c)
     activated = p.activated if with_indexers else p.activated_without_indexers
-    vector_params = p.norms + len(c.moe_layers) * c.n_routed_experts + c.num_hidden_layers * (
-        c.q_lora_rank + c.kv_lora_rank + (2 * c.index_head_dim if with_indexers else 0)
+    vector_params = (
+        p.norms
+        + len(c.moe_layers) * c.n_routed_experts
+        + c.num_hidden_layers
+        * (c.q_lora_rank + c.kv_lora_rank + (2 * c.index_head_dim if with_indexers else 0))
     )
     return activated - c.vocab_size * c.hidden_size - vector_params
 
 
 def attention_flops(c: ModelConfig, context: int, form: str, sparse: bool) -> float:
     """Attention FLOPs for one token attending to `context` keys, all layers."""
-    h, dn, dr, dv, kv = c.num_attention_heads, c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim, c.kv_lora_rank
+    h, dn, dr, dv, kv = (
+        c.num_attention_heads,
+        c.qk_nope_head_dim,
+        c.qk_rope_head_dim,
+        c.v_head_dim,
+        c.kv_lora_rank,
+    )
     keys = min(context, c.index_topk) if sparse else context
     if form == "mha" and not sparse:
         per_layer = 2 * h * keys * (dn + dr + dv)

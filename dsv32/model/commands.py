@@ -21,6 +21,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     info.set_defaults(func=run_info)
 
 
+PARAM_ROWS = (
+    "embeddings", "attention", "indexers", "dense_mlp", "routed_experts", "shared_experts", "gates", "norms",
+    "total", "total_without_indexers", "activated", "activated_without_indexers",
+)  # fmt: skip
+
+
 def _fmt(n: float) -> str:
     return f"{n:,.0f}" if abs(n) >= 1 else f"{n:.3f}"
 
@@ -38,8 +44,7 @@ def run_info(args: argparse.Namespace) -> int:
     p, cache, flops = info["params"], info["cache_bytes_per_token"], info["flops_per_token"]
     print(f"model: {info['source']}  ({config.num_hidden_layers} layers, {len(config.moe_layers)} MoE)")
     print("parameters (MTP layer excluded)")
-    for key in ("embeddings", "attention", "indexers", "dense_mlp", "routed_experts", "shared_experts", "gates",
-                "norms", "total", "total_without_indexers", "activated", "activated_without_indexers"):  # fmt: skip
+    for key in PARAM_ROWS:
         print(f"  {key:28s} {_fmt(p[key]):>22s}")
     print("KV cache bytes per token")
     for key, value in cache.items():

@@ -148,7 +148,9 @@ def select_topk(
     return indices, (torch.cat(score_chunks, dim=1) if keep_scores else None)
 
 
-def kl_to_indexer(target_BTS: torch.Tensor, scores_BTS: torch.Tensor, valid_BTS: torch.Tensor) -> torch.Tensor:
+def kl_to_indexer(
+    target_BTS: torch.Tensor, scores_BTS: torch.Tensor, valid_BTS: torch.Tensor
+) -> torch.Tensor:
     """sum over (b, t) of KL(p[t, :] || softmax(I[t, :])) restricted to `valid` entries.
 
     `target` must already be a distribution over the valid entries of each row (rows with no

@@ -86,7 +86,9 @@ def attend_latent(
             picked_BTKL = flat_kv[(idx.clamp(min=0) + offsets).flatten()].view(*idx.shape, -1)
             scores = torch.einsum("bthl,btkl->bthk", q_BTHL[:, t0 : t0 + step], picked_BTKL) * scale
             probs_BTHK = _softmax_rows(scores, valid_BTK[:, :, None, :])
-            out.append(torch.einsum("bthk,btkc->bthc", probs_BTHK.to(picked_BTKL.dtype), picked_BTKL[..., :c]))
+            out.append(
+                torch.einsum("bthk,btkc->bthc", probs_BTHK.to(picked_BTKL.dtype), picked_BTKL[..., :c])
+            )
             if want_head_mean:
                 means.append(probs_BTHK.mean(2))
     elif impl in ("auto", "masked"):
@@ -112,7 +114,8 @@ def attend_latent(
 def attend_latent_reference(q_abs_BTHC, q_pe_BTHR, c_kv_BSC, k_pe_BSR, q_pos_BT, scale, indices_BTK=None):
     """Plain masked attention in absorbed form, all at once: the reference for tests."""
     scores_BHTS = (
-        torch.einsum("bthc,bsc->bhts", q_abs_BTHC, c_kv_BSC) + torch.einsum("bthr,bsr->bhts", q_pe_BTHR, k_pe_BSR)
+        torch.einsum("bthc,bsc->bhts", q_abs_BTHC, c_kv_BSC)
+        + torch.einsum("bthr,bsr->bhts", q_pe_BTHR, k_pe_BSR)
     ) * scale
     visible_BTS = causal_mask(q_pos_BT, c_kv_BSC.shape[1])
     if indices_BTK is not None:
@@ -142,7 +145,9 @@ class MLA(nn.Module):
         """x [B, T, hidden] -> (q_nope [B, T, H, dn], q_pe [B, T, H, dr] RoPE'd, qr [B, T, q_lora_rank])."""
         b, t, _ = x.shape
         qr = self.q_a_layernorm(self.q_a_proj(x))
-        q_nope, q_pe = self.q_b_proj(qr).view(b, t, self.n_heads, self.dn + self.dr).split([self.dn, self.dr], -1)
+        q_nope, q_pe = (
+            self.q_b_proj(qr).view(b, t, self.n_heads, self.dn + self.dr).split([self.dn, self.dr], -1)
+        )
         return q_nope, apply_rope_interleaved(q_pe, cos, sin), qr
 
     def latent(self, x, cos, sin):

@@ -80,7 +80,9 @@ class MoE(nn.Module):
             else None
         )
 
-    def forward(self, x_BTD: torch.Tensor, replay_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, Routing]:
+    def forward(
+        self, x_BTD: torch.Tensor, replay_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Routing]:
         b, t, d = x_BTD.shape
         x_ND = x_BTD.reshape(b * t, d)
         routing = self.gate(x_ND, None if replay_ids is None else replay_ids.reshape(b * t, -1))

@@ -38,7 +38,11 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = Attention(config)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = MoE(config) if config.is_moe_layer(layer) else SwiGLU(config.hidden_size, config.intermediate_size)
+        self.mlp = (
+            MoE(config)
+            if config.is_moe_layer(layer)
+            else SwiGLU(config.hidden_size, config.intermediate_size)
+        )
 
 
 class DeepseekV32Model(nn.Module):
@@ -151,7 +155,9 @@ class DeepseekV32ForCausalLM(nn.Module):
         out.balance_loss = torch.stack(balance_terms).sum() if balance_terms else None
         return out
 
-    def lm_loss(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def lm_loss(
+        self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Mean next-token cross-entropy over positions where mask is true (all when mask is None)."""
         losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
         if mask is None:
