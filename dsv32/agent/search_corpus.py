@@ -103,7 +103,18 @@ OCCUPATIONS = (
     "cartographer", "glassblower", "archivist", "engineer", "botanist", "violinist", "surveyor",
     "translator", "architect", "chemist", "painter", "linguist", "sculptor", "navigator", "printer",
 )  # fmt: skip
-INDUSTRIES = ("shipping", "textile", "mining", "publishing", "optics", "ceramics", "timber", "rail", "salt", "clock")
+INDUSTRIES = (
+    "shipping",
+    "textile",
+    "mining",
+    "publishing",
+    "optics",
+    "ceramics",
+    "timber",
+    "rail",
+    "salt",
+    "clock",
+)
 GENRES = ("mystery", "historical", "adventure", "romance", "satirical", "pastoral", "gothic", "epistolary")
 ADJECTIVES = (
     "Amber", "Silent", "Crimson", "Hollow", "Distant", "Iron", "Gilded", "Winter", "Pale", "Broken",
@@ -115,10 +126,42 @@ NOUNS = (
     "Tower", "Voyage", "Meridian", "Cartographer", "Winter", "Letter", "Atlas", "Chapel", "Furnace", "Canal",
     "Sparrow", "Kingdom", "Clockmaker", "Valley", "Island", "Shepherd", "Signal", "Ferry", "Cellar", "Quarry",
 )  # fmt: skip
-COMPANY_SUFFIXES = ("Industries", "Holdings", "Works", "Labs", "Group", "Trading", "Foundry", "Systems", "Press", "Mills")
+COMPANY_SUFFIXES = (
+    "Industries",
+    "Holdings",
+    "Works",
+    "Labs",
+    "Group",
+    "Trading",
+    "Foundry",
+    "Systems",
+    "Press",
+    "Mills",
+)
 UNIVERSITY_SUFFIXES = ("Institute", "College", "Academy", "University")
 EVENT_SUFFIXES = ("Summit", "Festival", "Congress", "Fair", "Regatta", "Symposium", "Exhibition", "Games")
-_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "st", "th", "sh")
+_ONSETS = (
+    "b",
+    "d",
+    "f",
+    "g",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "z",
+    "br",
+    "dr",
+    "kr",
+    "st",
+    "th",
+    "sh",
+)
 _VOWELS = ("a", "e", "i", "o", "u", "ae", "ai", "ou")
 _CODAS = ("", "", "n", "r", "l", "s", "k", "th", "m", "x")
 
@@ -176,7 +219,9 @@ def _names(kind: str, count: int, rng: random.Random, taken: set[str]) -> list[s
     while len(names) < count:
         attempts += 1
         if attempts > 50 * count + 1000:
-            raise ValueError(f"cannot draw {count} unique {kind} names; the corpus is too large for the name pools")
+            raise ValueError(
+                f"cannot draw {count} unique {kind} names; the corpus is too large for the name pools"
+            )
         if kind == "person":
             name = f"{rng.choice(pools[0])} {rng.choice(pools[1])}"
         elif kind == "city":
@@ -270,7 +315,9 @@ def render_documents(entities: dict[str, Entity], seed: int) -> dict[str, list[s
         for _ in range(rng.randint(8, 24)):
             other = _similar(e, same_kind[e.kind], rng) if rng.random() < 0.5 else rng.choice(pool)
             template = rng.choice(FILLER_TEMPLATES)
-            body.append(template.format(s=e.name, o=other.name, y=rng.randint(1850, 2023), n=rng.randint(2, 400)))
+            body.append(
+                template.format(s=e.name, o=other.name, y=rng.randint(1850, 2023), n=rng.randint(2, 400))
+            )
         rng.shuffle(body)
         documents[e.doc_id] = [e.name, f"{e.name} is a {e.kind} described in this archive."] + body
     return documents

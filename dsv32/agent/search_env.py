@@ -126,7 +126,9 @@ def grade(prediction: str | None, answer: str) -> bool:
 class SearchEnvironment:
     """Documents, FTS5 index, questions and the three tools over them."""
 
-    def __init__(self, conn: sqlite3.Connection, documents: dict[str, list[str]], questions: list[Question], meta):
+    def __init__(
+        self, conn: sqlite3.Connection, documents: dict[str, list[str]], questions: list[Question], meta
+    ):
         self._conn = conn
         self._lock = threading.Lock()
         self.documents = documents
@@ -169,14 +171,18 @@ class SearchEnvironment:
         try:
             meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
             rows = conn.execute("SELECT doc_id, title, body FROM docs ORDER BY doc_id").fetchall()
-            qrows = conn.execute("SELECT qid, text, answer, path, doc_ids FROM questions ORDER BY qid").fetchall()
+            qrows = conn.execute(
+                "SELECT qid, text, answer, path, doc_ids FROM questions ORDER BY qid"
+            ).fetchall()
         except sqlite3.DatabaseError as err:
             conn.close()
             raise ValueError(f"search environment {path}: not a valid environment file ({err})") from None
         if meta.get("format") != 1:
             raise ValueError(f"search environment {path}: unknown format {meta.get('format')!r}")
         documents = {d: [t] + b.split("\n") for d, t, b in rows}
-        questions = [Question(q, t, a, tuple(json.loads(p)), tuple(json.loads(ds))) for q, t, a, p, ds in qrows]
+        questions = [
+            Question(q, t, a, tuple(json.loads(p)), tuple(json.loads(ds))) for q, t, a, p, ds in qrows
+        ]
         return cls(conn, documents, questions, meta)
 
     def save(self, path: str | Path) -> Path:
@@ -252,7 +258,9 @@ class SearchEnvironment:
     def _doc(self, doc_id: str) -> list[str]:
         lines = self.documents.get(doc_id.strip())
         if lines is None:
-            raise ValueError(f"unknown doc_id {doc_id!r}; ids look like d000123 (take them from search results)")
+            raise ValueError(
+                f"unknown doc_id {doc_id!r}; ids look like d000123 (take them from search results)"
+            )
         return lines
 
     def tools(self, page_lines: int = 10, timeout_s: float = 10.0) -> ToolRegistry:
@@ -290,9 +298,12 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     )
     conn.execute(
         "CREATE TRIGGER docs_ai AFTER INSERT ON docs BEGIN "
-        "INSERT INTO docs_fts(rowid, doc_id, title, body) VALUES (new.rowid, new.doc_id, new.title, new.body); END"
+        "INSERT INTO docs_fts(rowid, doc_id, title, body) "
+        "VALUES (new.rowid, new.doc_id, new.title, new.body); END"
     )
-    conn.execute("CREATE TABLE questions(qid TEXT PRIMARY KEY, text TEXT, answer TEXT, path TEXT, doc_ids TEXT)")
+    conn.execute(
+        "CREATE TABLE questions(qid TEXT PRIMARY KEY, text TEXT, answer TEXT, path TEXT, doc_ids TEXT)"
+    )
     conn.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")
 
 

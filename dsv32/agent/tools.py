@@ -94,7 +94,9 @@ def _type_schema(annotation: Any, where: str) -> dict[str, Any]:
         return {"type": "array", "items": item} if item else {"type": "array"}
     if annotation is dict or origin is dict:
         return {"type": "object"}
-    raise TypeError(f"{where}: unsupported parameter type {annotation!r} (use str, int, float, bool, list, dict)")
+    raise TypeError(
+        f"{where}: unsupported parameter type {annotation!r} (use str, int, float, bool, list, dict)"
+    )
 
 
 def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
@@ -141,7 +143,12 @@ def tool_from_function(func: Callable[..., Any], *, name: str | None = None, tim
         else:
             prop["default"] = param.default
         properties[pname] = prop
-    parameters = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+    parameters = {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
     return Tool(tool_name, description, parameters, func, timeout_s)
 
 
@@ -211,7 +218,9 @@ class ToolRegistry:
     tools: dict[str, Tool] = field(default_factory=dict)
 
     @classmethod
-    def from_functions(cls, funcs: Sequence[Callable[..., Any] | Tool], timeout_s: float = 30.0) -> ToolRegistry:
+    def from_functions(
+        cls, funcs: Sequence[Callable[..., Any] | Tool], timeout_s: float = 30.0
+    ) -> ToolRegistry:
         registry = cls()
         for f in funcs:
             registry.add(f if isinstance(f, Tool) else tool_from_function(f, timeout_s=timeout_s))
@@ -230,17 +239,25 @@ class ToolRegistry:
         start = time.perf_counter()
 
         def fail(kind: str, message: str) -> ToolResult:
-            return ToolResult(call.call_id, call.name, f"Error: {message}", False, kind, time.perf_counter() - start)
+            return ToolResult(
+                call.call_id, call.name, f"Error: {message}", False, kind, time.perf_counter() - start
+            )
 
         tool = self.tools.get(call.name)
         if tool is None:
-            return fail("unknown_tool", f"unknown tool {call.name!r}; available tools: {', '.join(self.tools)}")
+            return fail(
+                "unknown_tool", f"unknown tool {call.name!r}; available tools: {', '.join(self.tools)}"
+            )
         try:
             args = json.loads(call.arguments) if call.arguments and call.arguments.strip() else {}
         except json.JSONDecodeError as err:
-            return fail("bad_json", f"arguments of {call.name!r} are not valid JSON ({err.msg} at char {err.pos})")
+            return fail(
+                "bad_json", f"arguments of {call.name!r} are not valid JSON ({err.msg} at char {err.pos})"
+            )
         if not isinstance(args, dict):
-            return fail("bad_json", f"arguments of {call.name!r} must be a JSON object, got {type(args).__name__}")
+            return fail(
+                "bad_json", f"arguments of {call.name!r} must be a JSON object, got {type(args).__name__}"
+            )
         problems = validate(args, tool.parameters)
         if problems:
             return fail("bad_arguments", f"invalid arguments for {call.name!r}: " + "; ".join(problems))

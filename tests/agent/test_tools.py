@@ -50,8 +50,17 @@ def test_schema_from_signature_and_docstring():
                 "type": "object",
                 "properties": {
                     "city": {"type": "string", "description": "the city name"},
-                    "days": {"type": "integer", "description": "how many days, counted from today", "default": 1},
-                    "units": {"type": "string", "enum": ["c", "f"], "description": "temperature units", "default": "c"},
+                    "days": {
+                        "type": "integer",
+                        "description": "how many days, counted from today",
+                        "default": 1,
+                    },
+                    "units": {
+                        "type": "string",
+                        "enum": ["c", "f"],
+                        "description": "temperature units",
+                        "default": "c",
+                    },
                     "tags": {
                         "type": ["array", "null"],
                         "items": {"type": "string"},
@@ -109,7 +118,9 @@ def _registry(timeout_s: float = 5.0) -> ToolRegistry:
         time.sleep(seconds)
         return "done"
 
-    return ToolRegistry.from_functions([lookup, boom, tool_from_function(slow, timeout_s=0.2)], timeout_s=timeout_s)
+    return ToolRegistry.from_functions(
+        [lookup, boom, tool_from_function(slow, timeout_s=0.2)], timeout_s=timeout_s
+    )
 
 
 @pytest.mark.parametrize(
