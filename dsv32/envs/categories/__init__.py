@@ -1,0 +1,28 @@
+"""Task categories, one module each; `get_category(name)` returns an instance."""
+
+from __future__ import annotations
+
+import importlib
+
+from dsv32.envs.categories.base import Category
+
+# name -> "module:Class"; imported on demand so a worker loads only what it uses
+REGISTRY: dict[str, str] = {
+    "travel": "dsv32.envs.categories.travel:Travel",
+}
+
+
+def category_names() -> list[str]:
+    return list(REGISTRY)
+
+
+def get_category(name: str, env=None) -> Category:
+    """The category `name`; model-made environments (source "model") carry their own code."""
+    if env is not None and getattr(env, "source", "builtin") == "model":
+        from dsv32.envs.model_synthesis import SandboxedCategory
+
+        return SandboxedCategory.from_env(env)
+    if name not in REGISTRY:
+        raise ValueError(f"unknown category {name!r}; known: {sorted(REGISTRY)}")
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
