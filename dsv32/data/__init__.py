@@ -5,4 +5,5 @@
 - `shards`: tokenised corpora cached as memory-mapped `.npy` shards with a validated JSON manifest.
 - `packing`: fixed-length rows of L+1 tokens with loss masks (next-token targets).
 - `loader`: seeded per-epoch shuffling, rank-sharded batches, resumable position.
+- `io`: atomic file writes; `commands`: the `dsv32 data` verbs.
 """
