@@ -32,21 +32,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dsv32.chat.dsml import render_tool_calls
 from dsv32.chat.errors import EncodingError
-from dsv32.chat.messages import Message, ToolCall, normalize_conversation
-from dsv32.chat.templates import response_format_section, to_json, tools_section
+from dsv32.chat.messages import Message, normalize_conversation
+from dsv32.chat.templates import response_format_section, tools_section
 from dsv32.chat.tokens import (
     ASSISTANT,
     BOS,
     EOS,
-    FUNCTION_CALLS_END,
-    FUNCTION_CALLS_START,
     FUNCTION_RESULTS_END,
     FUNCTION_RESULTS_START,
-    INVOKE_END,
-    INVOKE_START,
-    PARAMETER_END,
-    PARAMETER_START,
     RESULT_END,
     RESULT_START,
     THINK_END,
@@ -70,22 +65,6 @@ class Segment:
     def assistant_produced(self) -> bool:
         """True for text the model itself generates (an assistant message's whole rendering)."""
         return self.role == "assistant"
-
-
-def render_parameter(key: str, value: Any) -> str:
-    """One DSML parameter line: strings raw with string="true", other values as JSON."""
-    if isinstance(value, str):
-        return f'{PARAMETER_START} name="{key}" string="true">{value}{PARAMETER_END}'
-    return f'{PARAMETER_START} name="{key}" string="false">{to_json(value)}{PARAMETER_END}'
-
-
-def render_tool_calls(calls: tuple[ToolCall, ...] | list[ToolCall]) -> str:
-    """The DSML function-calls block (without the leading blank line)."""
-    invokes = []
-    for call in calls:
-        params = "\n".join(render_parameter(k, v) for k, v in call.arguments.items())
-        invokes.append(f'{INVOKE_START} name="{call.name}">\n{params}\n{INVOKE_END}')
-    return f"{FUNCTION_CALLS_START}\n" + "\n".join(invokes) + f"\n{FUNCTION_CALLS_END}"
 
 
 def _sections(msg: Message) -> str:
@@ -136,8 +115,9 @@ def _render(messages: list[Message], index: int, thinking: bool, drop_thinking: 
                 "message needs reasoning_content or tool_calls"
             )
         reasoning = (msg.reasoning_content or "") + THINK_END
-    calls = "\n\n" + render_tool_calls(msg.tool_calls) if msg.tool_calls else ""
-    return f"{reasoning}{msg.content}{calls}{EOS}"
+    calls = [(c.name, c.arguments) for c in msg.tool_calls]
+    calls_text = "\n\n" + render_tool_calls(calls) if calls else ""
+    return f"{reasoning}{msg.content}{calls_text}{EOS}"
 
 
 def _with_tools(messages: list[Any], tools: Any, response_format: Any) -> list[Any]:
