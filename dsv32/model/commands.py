@@ -33,7 +33,7 @@ def _fmt(n: float) -> str:
 
 def run_info(args: argparse.Namespace) -> int:
     config = preset(args.preset) if args.preset else ModelConfig.from_json(args.config)
-    seq_len = args.seq_len or min(131072, config.max_position_embeddings)
+    seq_len = args.seq_len if args.seq_len is not None else min(131072, config.max_position_embeddings)
     if seq_len < 1:
         raise ValueError(f"--seq-len must be >= 1, got {seq_len}")
     info = model_info(config, seq_len)
