@@ -259,3 +259,19 @@ def test_unknown_thinking_mode_is_rejected():
 def test_chat_mode_allows_an_assistant_without_reasoning():
     text = encode_messages([{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}], "chat")
     assert text == f"{BOS}{USER}u{ASSISTANT}{THINK_END}a{EOS}"
+
+
+def test_tools_keyword_inserts_a_system_message_when_there_is_none():
+    text = encode_messages([{"role": "user", "content": "u"}], tools=[WEATHER_TOOL])
+    assert text.startswith(f"{BOS}\n\n## Tools\n\n") and text.endswith(
+        f"</functions>\n{USER}u{ASSISTANT}{THINK_START}"
+    )
+
+
+def test_content_given_as_text_parts_is_joined():
+    parts = [{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}]
+    assert encode_messages([{"role": "user", "content": parts}]) == encode_messages(
+        [{"role": "user", "content": "hello there"}]
+    )
+    with pytest.raises(EncodingError, match="content part 0"):
+        encode_messages([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}])

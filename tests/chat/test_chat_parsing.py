@@ -196,3 +196,16 @@ def test_garbage_never_raises_and_chunking_never_changes_the_result(text, thinki
     final = result.partial if isinstance(result, ParseError) else result
     assert (reasoning, content, calls) == (final.reasoning_content or "", final.content, final.tool_calls)
     assert errors == ([result] if isinstance(result, ParseError) else [])
+
+
+def test_parsed_message_as_openai_dict():
+    text = '</think>hi\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name="f">\n\n</｜DSML｜invoke>\n'
+    text += "</｜DSML｜function_calls>"
+    parsed = parse_completion(text, make_id=lambda i: f"id{i}")
+    assert parsed.to_openai() == {
+        "role": "assistant",
+        "content": "hi",
+        "reasoning_content": "",
+        "tool_calls": [{"id": "id0", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+    }
+    assert parse_completion("hi", thinking=False).to_openai() == {"role": "assistant", "content": "hi"}

@@ -1,6 +1,8 @@
 """Training view: ids decode to the encoding, and the loss mask covers exactly the assistant text."""
 
 import pytest
+from hypothesis import given, settings
+from strategies import assistant_messages
 
 from dsv32.chat.encoding import encode_messages
 from dsv32.chat.errors import EncodingError
@@ -161,3 +163,24 @@ def test_bad_tokenizer_and_bad_conversation_are_rejected():
         render_training_view([{"role": "user", "content": "u"}], AddsBos())
     with pytest.raises(EncodingError, match="no assistant tool call"):
         render_training_view([{"role": "tool", "content": "x"}], CharTokenizer())
+
+
+@settings(max_examples=60, deadline=None)
+@given(first=assistant_messages(thinking=True), last=assistant_messages(thinking=True))
+def test_random_tool_turns_mask_exactly_the_assistant_messages(first, last):
+    messages = [{"role": "user", "content": "q"}, first]
+    messages += [{"role": "tool", "content": f"result {i}"} for i in range(len(first.get("tool_calls", [])))]
+    if first.get("tool_calls"):
+        messages.append(last)
+    tok = CharTokenizer()
+    view = render_training_view(messages, tok)
+    assert tok.decode(view.token_ids) == view.text == encode_messages(messages)
+    trained = [text for text, flag in runs(view, tok.decode) if flag]
+    assert len(trained) == len(assistant_indices(messages))
+    for text, index in zip(trained, assistant_indices(messages)):
+        parsed = parse_completion(text)
+        assert parsed.reasoning_content == messages[index]["reasoning_content"]
+        assert parsed.content == messages[index]["content"]
+        assert [c["function"]["name"] for c in parsed.tool_calls] == [
+            c["function"]["name"] for c in messages[index].get("tool_calls", [])
+        ]
