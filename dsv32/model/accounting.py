@@ -6,12 +6,13 @@ weight (embeddings and head included) plus `num_experts_per_tok` routed and all 
 
 FLOPs count multiply-adds as 2 and include only matmul-like work (norms, RoPE, softmax omitted).
 Per token at context L (the token attends to L keys, itself included):
-- weights: 2 x activated matmul parameters (the embedding lookup is free, the head is not);
-- dense attention, MHA form (prefill): 2 H L (dn + dr + dv); absorbed form (decode):
-  2 H (dn C + L (C + dr) + L C + C dv) -- absorption of q and of the output included;
-- DSA: the same absorbed attention over min(L, k) keys, plus the indexer over all L keys:
-  2 L H_I D_I for the dot products + 2 L H_I for the weighted head sum.
-Prefill cost per token is averaged over a prompt of L tokens (token i attends to i keys).
+- weights: 2 x activated matmul parameters (the embedding lookup is free, the head is not). This
+  includes kv_b_proj once, which is what both forms spend on it: MHA expands each token's latent
+  once; the absorbed form folds W_uk into the query and W_uv into the output, the same count.
+- attention over n keys, MHA form: 2 H n (dn + dr + dv); absorbed form: 2 H n (C + dr + C).
+- dense: n = L. DSA: n = min(L, k), plus the indexer over all L keys: 2 L H_I (D_I + 1).
+Decode uses the absorbed form (it reads the compact latent cache); prefill the cheaper of the two
+(MHA for these shapes), its per-token cost averaged over an L-token prompt (token i sees i keys).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def _matmul_params_per_token(c: ModelConfig, with_indexers: bool) -> int:
 
 
 def attention_flops(c: ModelConfig, context: int, form: str, sparse: bool) -> float:
-    """Attention FLOPs for one token attending to `context` keys, all layers."""
+    """Attention FLOPs for one token attending to `context` keys, all layers (see module docstring)."""
     h, dn, dr, dv, kv = (
         c.num_attention_heads,
         c.qk_nope_head_dim,
@@ -115,42 +116,47 @@ def attention_flops(c: ModelConfig, context: int, form: str, sparse: bool) -> fl
         c.kv_lora_rank,
     )
     keys = min(context, c.index_topk) if sparse else context
-    if form == "mha" and not sparse:
-        per_layer = 2 * h * keys * (dn + dr + dv)
-    else:
-        per_layer = 2 * h * (dn * kv + keys * (kv + dr) + keys * kv + kv * dv)
+    per_key = (dn + dr + dv) if form == "mha" else (kv + dr + kv)
+    per_layer = 2 * h * keys * per_key
     if sparse:
         per_layer += 2 * context * c.index_n_heads * (c.index_head_dim + 1)
     return float(c.num_hidden_layers * per_layer)
 
 
+def _prefill_attention(c: ModelConfig, context: int, form: str, sparse: bool) -> float:
+    """Mean attention FLOPs per token over a `context`-token prompt (token i attends to i keys)."""
+
+    def per_position(i: int) -> float:
+        return attention_flops(c, i, form, sparse)
+
+    k = c.index_topk if sparse else context
+    # per_position is affine in i on [1, k] and on [k + 1, L]: sum each piece exactly.
+    total = _sum_affine(per_position, 1, min(context, k)) + _sum_affine(per_position, k + 1, context)
+    return total / context
+
+
 def flops_per_token(c: ModelConfig, context: int) -> dict[str, float]:
-    """FLOPs per token at context L: decode (one new token over L keys) and prefill (mean over an
-    L-token prompt), dense MLA vs DSA, and the DSA/dense ratios."""
+    """FLOPs per token at context L: decode (one new token over L keys, absorbed form) and prefill
+    (mean over an L-token prompt, cheaper form), dense MLA vs DSA, and the DSA/dense ratios."""
     dense_weights = 2.0 * _matmul_params_per_token(c, with_indexers=False)
     dsa_weights = 2.0 * _matmul_params_per_token(c, with_indexers=True)
-    decode_dense = dense_weights + attention_flops(c, context, "absorbed", sparse=False)
-    decode_dsa = dsa_weights + attention_flops(c, context, "absorbed", sparse=True)
-    # Prefill: average the per-position attention cost over positions 1..L (closed form for dense).
-    dense_attn_sum = attention_flops(c, 1, "mha", sparse=False) * context * (context + 1) / 2
-    k = c.index_topk
-    full = min(context, k)
-    # The DSA per-position cost is affine in i below k and affine (different slope) above: sum exactly.
-    dsa_attn_sum = _sum_affine(lambda i: attention_flops(c, i, "absorbed", sparse=True), 1, full)
-    if context > k:
-        dsa_attn_sum += _sum_affine(lambda i: attention_flops(c, i, "absorbed", sparse=True), k + 1, context)
-    prefill_dense = dense_weights + dense_attn_sum / context
-    prefill_dsa = dsa_weights + dsa_attn_sum / context
+    attn = {
+        "decode_attention_dense": attention_flops(c, context, "absorbed", sparse=False),
+        "decode_attention_dsa": attention_flops(c, context, "absorbed", sparse=True),
+        "prefill_attention_dense": min(_prefill_attention(c, context, f, False) for f in ("mha", "absorbed")),
+        "prefill_attention_dsa": min(_prefill_attention(c, context, f, True) for f in ("mha", "absorbed")),
+    }
+    decode_dense = dense_weights + attn["decode_attention_dense"]
+    decode_dsa = dsa_weights + attn["decode_attention_dsa"]
+    prefill_dense = dense_weights + attn["prefill_attention_dense"]
+    prefill_dsa = dsa_weights + attn["prefill_attention_dsa"]
     return {
         "context": context,
         "decode_dense": decode_dense,
         "decode_dsa": decode_dsa,
-        "decode_attention_dense": attention_flops(c, context, "absorbed", sparse=False),
-        "decode_attention_dsa": attention_flops(c, context, "absorbed", sparse=True),
-        "prefill_attention_dense": dense_attn_sum / context,
-        "prefill_attention_dsa": dsa_attn_sum / context,
         "prefill_dense": prefill_dense,
         "prefill_dsa": prefill_dsa,
+        **attn,
         "decode_ratio_dsa_over_dense": decode_dsa / decode_dense,
         "prefill_ratio_dsa_over_dense": prefill_dsa / prefill_dense,
     }

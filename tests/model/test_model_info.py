@@ -33,11 +33,17 @@ def test_flop_accounting_by_hand():
     c = preset("deepseek-v3.2")
     # decode attention at 128K: dense absorbed over 131072 keys vs DSA over 2048 keys + the indexer
     h, dn, dr, kv, dv = 128, 128, 64, 512, 128
-    dense = 61 * 2 * h * (dn * kv + 131072 * (kv + dr) + 131072 * kv + kv * dv)
-    dsa = 61 * (2 * h * (dn * kv + 2048 * (kv + dr) + 2048 * kv + kv * dv) + 2 * 131072 * 64 * 129)
+    dense = 61 * 2 * h * 131072 * (kv + dr + kv)
+    dsa = 61 * (2 * h * 2048 * (kv + dr + kv) + 2 * 131072 * 64 * 129)
     f = flops_per_token(c, 131072)
     assert f["decode_attention_dense"] == dense and f["decode_attention_dsa"] == dsa
     assert 12 < dense / dsa < 14  # the ~13x the FLOP count allows with a bf16 indexer
+    # prefill at 32K, MHA form: dense token i sees i keys; DSA sees min(i, 2048) keys plus the indexer
+    p = flops_per_token(c, 32768)
+    dense_sum = sum(2 * h * i * (dn + dr + dv) for i in range(1, 32769))
+    dsa_sum = sum(2 * h * min(i, 2048) * (dn + dr + dv) + 2 * i * 64 * 129 for i in range(1, 32769))
+    assert abs(p["prefill_attention_dense"] - 61 * dense_sum / 32768) < 1e-6 * p["prefill_attention_dense"]
+    assert abs(p["prefill_attention_dsa"] - 61 * dsa_sum / 32768) < 1e-6 * p["prefill_attention_dsa"]
     # below the top-k a DSA token does the same attention work plus the indexer
     short = flops_per_token(c, 1024)
     assert short["decode_attention_dsa"] > short["decode_attention_dense"]
