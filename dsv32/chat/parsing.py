@@ -31,6 +31,7 @@ from dsv32.chat.schema import value_problem
 from dsv32.chat.tokens import EOS, FUNCTION_CALLS_END, FUNCTION_CALLS_START, INVOKE_START, THINK_END
 
 TOOL_CALLS_OPEN = "\n\n" + FUNCTION_CALLS_START
+_LONGEST_RESERVED = max(len(t) for t in RESERVED)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class StreamingParser:
         self._saw_eos = False
         self._error: ParseError | None = None
         self._finished = False
+        self._calls_seen = 0  # length of the calls buffer already read up to a NeedMore
 
     # -- public -------------------------------------------------------------------------------
     def feed(self, chunk: str) -> StreamDelta:
@@ -156,9 +158,7 @@ class StreamingParser:
             return self._fail(err.reason, self._offset + err.at, delta)
         except NeedMore:
             if final:
-                return self._fail(
-                    f"completion ended inside the tool calls ({self._state})", self._offset, delta
-                )
+                return self._fail("completion ended inside the tool calls", self._offset, delta)
         return delta
 
     def _text_step(self, delta: StreamDelta, final: bool, part: str, ends: tuple[str, ...]) -> str | None:
@@ -201,6 +201,14 @@ class StreamingParser:
         return False
 
     def _step_calls(self, delta: StreamDelta, final: bool) -> bool:
+        # An invoke is re-read from its start, so only try again once new text holds a reserved
+        # token (every DSML tag holds one): linear work for long arguments. A malformed invoke is
+        # then reported at the next tag or at finish, with the same final result.
+        window = self._buf[max(0, self._calls_seen - _LONGEST_RESERVED + 1) :]
+        if not final and not any(token in window for token in RESERVED):
+            self._calls_seen = len(self._buf)
+            return False
+        self._calls_seen = len(self._buf)
         # Between invokes: "\n" then another invoke or the end of the block.
         if not peek(self._buf, 0, "\n"):
             raise Malformed("expected a newline after a DSML tag", 0)
@@ -218,6 +226,7 @@ class StreamingParser:
         self._calls.append(call)
         delta.tool_calls.append(call)
         self._consume(end)
+        self._calls_seen = 0
         return True
 
     def _checked_call(self, raw: Any, at: int) -> dict[str, Any]:
