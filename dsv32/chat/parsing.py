@@ -106,7 +106,7 @@ class StreamingParser:
         self._saw_eos = False
         self._error: ParseError | None = None
         self._finished = False
-        self._calls_seen = 0  # length of the calls buffer already read up to a NeedMore
+        self._calls_seen = 0  # how much of the calls buffer was already searched for a tag
 
     # -- public -------------------------------------------------------------------------------
     def feed(self, chunk: str) -> StreamDelta:
@@ -114,6 +114,8 @@ class StreamingParser:
             raise RuntimeError("feed() after finish()")
         if not isinstance(chunk, str):
             return self._fail(f"expected text, got {type(chunk).__name__}", self._offset, StreamDelta())
+        if self._state == "error":
+            return StreamDelta()  # the error was reported once; later text is ignored
         self._buf += chunk
         return self._advance(final=False)
 
