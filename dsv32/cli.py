@@ -16,6 +16,7 @@ import sys
 GROUPS: dict[str, tuple[str, str]] = {
     "model": ("dsv32.model.commands", "inspect model configs: parameters, cache bytes, FLOPs"),
     "data": ("dsv32.data.commands", "stdlib corpus, tokenizer training, token shards, long-context samples"),
+    "agent": ("dsv32.agent.commands", "tool-use agent: search-environment eval per context strategy"),
 }
 
 

@@ -196,6 +196,7 @@ class SearchEnvironment:
             with self._lock:
                 self._conn.backup(target)
             target.close()
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

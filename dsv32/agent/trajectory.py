@@ -19,6 +19,7 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for record in records:
                 f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
