@@ -17,7 +17,14 @@ Context: before each step the prompt is counted; above `threshold x context_wind
 compacts it (a *reset*); a prompt still at or above the window ends the run (`context_exhausted`).
 `parallel-fewest-step` runs N independent trajectories without compaction, each with
 `max_steps // N` steps, and keeps the answer of the answered run with the fewest steps; its
-reported steps and tokens are the sums over all N runs.
+reported steps and tokens are the sums over all N runs. Run i sends `seed = base + i` (base: the
+agent's `seed`, else 0) so that a server honouring the OpenAI `seed` field samples differently.
+
+Token counts use `token_counter` (default `ByteCounter`, an estimate; pass a `TokenizerCounter`
+for exact counts). With `trajectory_path`, `run` writes the JSONL trajectory: a `start` record,
+one `step` record per request (assistant message, counted prompt tokens, server usage, latency,
+attempts, per-tool timings and the tool messages), `reset` records (tokens and messages before and
+after, the kept conversation), `failure` records and an `end` record with the final messages.
 """
 
 from __future__ import annotations
