@@ -147,3 +147,25 @@ def test_bf16_runs_on_cpu_and_tracks_fp32(tiny_config):
             # bf16 rounding (and, for sparse, the odd top-k flip) stays within a few percent
             assert (a - b).abs().max() < 0.08 * a.abs().max()
             assert (a - b).abs().mean() < 0.1 * a.abs().mean()
+
+
+def test_indexer_emulation_switches_in_the_model(tiny_config):
+    x = _ids(tiny_config, t=48)
+    plain = build_model(tiny_config, seed=4).eval()
+    with torch.no_grad():
+        base = plain(x, attention="sparse", return_indices=True)
+        for hadamard, fp8 in ((True, False), (True, True), (False, True)):
+            variant = build_model(tiny_config.replace(index_hadamard=hadamard, index_fp8=fp8), seed=4).eval()
+            out = variant(x, attention="sparse", return_indices=True)
+            same = [torch.equal(out.topk_indices[i], base.topk_indices[i]) for i in base.topk_indices]
+            if not fp8:  # an orthogonal rotation alone changes no score, so no selection
+                assert all(same)
+                torch.testing.assert_close(out.logits, base.logits, atol=1e-5, rtol=1e-5)
+            else:  # FP8 rounding may swap near-ties at the top-k boundary, but only a few
+                agree = sum(
+                    (out.topk_indices[i].sort(-1).values == base.topk_indices[i].sort(-1).values)
+                    .float()
+                    .mean()
+                    for i in base.topk_indices
+                ) / len(base.topk_indices)
+                assert agree > 0.8
