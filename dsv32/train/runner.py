@@ -136,12 +136,13 @@ def train_stage(
             with metrics_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 
+    init_name = str(init_ckpt) if init_ckpt else None
+    meta = {"stage": cfg.stage, "attention": spec.attention, "init_from": init_name}
+
     def checkpoint(step: int) -> Path | None:
         return save_training_checkpoint(
             run_dir, step, model, config, optimizer, {"loader": loader.state_dict(), "stage": cfg.stage},
-            cfg.to_dict(), tok_path if ctx.is_main else None,
-            {"stage": cfg.stage, "attention": spec.attention, "init_from": str(init_ckpt) if init_ckpt else None},
-            cfg.keep_last, ctx.rank,
+            cfg.to_dict(), tok_path if ctx.is_main else None, meta, cfg.keep_last, ctx.rank,
         )  # fmt: skip
 
     if spec.indexer_loss and cfg.recall_every and start == 0:
