@@ -61,21 +61,25 @@ def token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log pi(input_ids[t] | input_ids[<t]) at every position t >= 1, from logits at t-1.
 
+    logits_BTV: from a forward on input_ids ([B, T, V], the last row unused) or on input_ids[:, :-1].
+
     keep_BTV: optional bool mask at token positions (True = the sampler could draw this id there);
     applied as `masked_fill(~keep, -inf)` before `log_softmax(logits / temperature)`.
     Returns (logp [B, T] with logp[:, 0] = 0, entropy [B, T] of the same distribution or None).
     """
-    if logits_BTV.dim() != 3 or input_ids_BT.shape != logits_BTV.shape[:2]:
+    b, t = input_ids_BT.shape
+    if logits_BTV.dim() != 3 or logits_BTV.shape[0] != b or logits_BTV.shape[1] not in (t, t - 1):
         raise ValueError(
-            f"logits must be [B, T, V] and input_ids [B, T]; got {tuple(logits_BTV.shape)} and "
-            f"{tuple(input_ids_BT.shape)}"
+            f"logits must be [B, T, V] or [B, T-1, V] for input_ids [B, T]; got {tuple(logits_BTV.shape)} "
+            f"and {tuple(input_ids_BT.shape)}"
         )
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    logits = logits_BTV[:, :-1].float() / temperature  # [B, T-1, V] predicting positions 1..T-1
+    # [B, T-1, V] predicting positions 1..T-1 (a forward on input_ids[:, :-1] gives exactly these)
+    logits = logits_BTV[:, : t - 1].float() / temperature
     if keep_BTV is not None:
-        if keep_BTV.shape != logits_BTV.shape:
-            raise ValueError(f"keep mask must be {tuple(logits_BTV.shape)}, got {tuple(keep_BTV.shape)}")
+        if keep_BTV.shape != (b, t, logits_BTV.shape[-1]):
+            raise ValueError(f"keep mask must be {(b, t, logits_BTV.shape[-1])}, got {tuple(keep_BTV.shape)}")
         logits = logits.masked_fill(~keep_BTV[:, 1:].to(logits.device), float("-inf"))
     logp_all = F.log_softmax(logits, dim=-1)
     targets = input_ids_BT[:, 1:].long()

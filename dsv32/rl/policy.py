@@ -1,0 +1,102 @@
+"""Rollouts as padded tensors, and the training-side log-probabilities with keep routing and the
+keep sampling mask (SPEC section 4, fixes 3 and 4).
+
+`make_batch` pads trajectories to [B, T] (each cut after its last action token: trailing forced
+text carries no loss and was never processed by the sampler), stacks the recorded routing into
+`{layer: [B, T-1, k]}` (positions 0..T-2, exactly those a forward on ids[:, :-1] processes; padding
+positions get experts 0..k-1, which never reach a real position under the causal mask), and keeps
+the kept-id sets compact until a micro-batch is scored.
+
+`policy_logprobs` runs model(ids[:, :-1]) with `replay_routing` when keep routing is on (else the
+model routes afresh), then `token_logprobs` with the dense keep mask when the keep sampling mask is
+on (else over the full vocabulary). The same function scores pi_theta and pi_ref, so the two fixes
+apply to both alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dsv32.model.transformer import DeepseekV32ForCausalLM
+from dsv32.rl.logprobs import check_actions_kept, dense_keep_mask, token_logprobs
+from dsv32.rl.rollout import Trajectory
+
+
+@dataclass
+class TrainBatch:
+    ids: torch.Tensor  # [B, T]
+    action: torch.Tensor  # [B, T] bool
+    old_logp: torch.Tensor  # [B, T] sampler log-probs (0 off-action)
+    kept: list[list[torch.Tensor | None]]  # per row, per position
+    routing: dict[int, torch.Tensor]  # layer -> [B, T-1, k]
+    advantages: torch.Tensor  # [B]
+    ref_logp: torch.Tensor | None = None  # [B, T]
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    def rows(self, start: int, stop: int) -> TrainBatch:
+        return TrainBatch(
+            self.ids[start:stop],
+            self.action[start:stop],
+            self.old_logp[start:stop],
+            self.kept[start:stop],
+            {k: v[start:stop] for k, v in self.routing.items()},
+            self.advantages[start:stop],
+            None if self.ref_logp is None else self.ref_logp[start:stop],
+        )
+
+
+def make_batch(trajs: list[Trajectory], advantages: torch.Tensor, pad_id: int, top_k: int) -> TrainBatch:
+    if not trajs:
+        raise ValueError("make_batch needs at least one trajectory")
+    cuts = []
+    for n, tr in enumerate(trajs):
+        if not any(tr.action):
+            raise ValueError(f"trajectory {n} has no sampled tokens")
+        cuts.append(max(i for i, a in enumerate(tr.action) if a) + 1)
+    t = max(cuts)
+    b = len(trajs)
+    ids = torch.full((b, t), pad_id, dtype=torch.long)
+    action = torch.zeros(b, t, dtype=torch.bool)
+    old = torch.zeros(b, t, dtype=torch.float32)
+    layers = sorted(trajs[0].routing)
+    routing = {layer: torch.arange(top_k).expand(b, t - 1, top_k).clone() for layer in layers}
+    kept = []
+    for row, (tr, cut) in enumerate(zip(trajs, cuts)):
+        ids[row, :cut] = torch.tensor(tr.ids[:cut])
+        action[row, :cut] = torch.tensor(tr.action[:cut], dtype=torch.bool)
+        old[row, :cut] = torch.tensor(tr.old_logp[:cut])
+        kept.append(list(tr.kept[:cut]))
+        for layer in layers:
+            recorded = tr.routing[layer]
+            if len(recorded) < cut - 1:
+                raise ValueError(
+                    f"trajectory {row}: routing of layer {layer} covers {len(recorded)} positions, "
+                    f"needs {cut - 1}"
+                )
+            routing[layer][row, : cut - 1] = torch.stack(recorded[: cut - 1])
+    return TrainBatch(ids, action, old, kept, routing, advantages.float())
+
+
+def policy_logprobs(
+    model: DeepseekV32ForCausalLM,
+    batch: TrainBatch,
+    keep_routing: bool,
+    keep_sampling_mask: bool,
+    temperature: float = 1.0,
+    attention: str = "dense",
+    with_entropy: bool = False,
+):
+    """(logp [B, T], entropy [B, T] or None, model output) of batch.ids under `model`."""
+    ids = batch.ids
+    replay = batch.routing if keep_routing else None
+    out = model(ids[:, :-1], attention=attention, replay_routing=replay)
+    keep = None
+    if keep_sampling_mask:
+        keep = dense_keep_mask(batch.kept, tuple(ids.shape), out.logits.shape[-1])
+        check_actions_kept(ids, batch.action, keep)
+    logp, entropy = token_logprobs(out.logits, ids, keep, temperature, with_entropy)
+    return logp, entropy, out
