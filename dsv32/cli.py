@@ -15,6 +15,7 @@ import sys
 # group name -> (module with register(parser), one-line help)
 GROUPS: dict[str, tuple[str, str]] = {
     "model": ("dsv32.model.commands", "inspect model configs: parameters, cache bytes, FLOPs"),
+    "envs": ("dsv32.envs.commands", "environment synthesis: synth, show, stats, trajectories, mcp"),
     "data": ("dsv32.data.commands", "stdlib corpus, tokenizer training, token shards, long-context samples"),
     "agent": ("dsv32.agent.commands", "tool-use agent: search-environment eval per context strategy"),
 }

@@ -23,7 +23,11 @@ from dsv32.envs.tools import SandboxRunner, ToolCaller, ToolContext, ToolError
 
 
 def memory_copy(source: sqlite3.Connection) -> sqlite3.Connection:
-    copy = sqlite3.connect(":memory:", check_same_thread=False)
+    """An in-memory copy in autocommit mode (an open transaction on the source would stall
+    the backup, so copies never hold one)."""
+    if source.in_transaction:
+        source.commit()
+    copy = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
     source.backup(copy)
     return copy
 

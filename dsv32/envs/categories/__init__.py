@@ -9,6 +9,7 @@ from dsv32.envs.categories.base import Category
 # name -> "module:Class"; imported on demand so a worker loads only what it uses
 REGISTRY: dict[str, str] = {
     "travel": "dsv32.envs.categories.travel:Travel",
+    "flights": "dsv32.envs.categories.flights:Flights",
 }
 
 
