@@ -6,8 +6,8 @@ is available, else gloo. `wrap_model` returns the module to call in the training
 - world size 1: the model itself (no-op);
 - "ddp": `DistributedDataParallel` (gradients all-reduced, averaged, during backward; buffers are
   not broadcast because every rank applies the same all-reduced MoE bias update);
-- "fsdp": FSDP2 `fully_shard` on every decoder layer, then on the root (parameters sharded over
-  ranks, gathered per layer for compute; gradients reduce-scattered and averaged).
+- "fsdp": FSDP2 `fully_shard` on every layer's attention and MLP, then on the root (parameters
+  sharded over ranks, gathered per module for compute; gradients reduce-scattered and averaged).
 The trainer keeps a reference to the unwrapped model for metrics, gates and checkpoints.
 """
 
@@ -71,8 +71,11 @@ def wrap_model(model: nn.Module, ctx: DistContext, kind: str = "ddp") -> nn.Modu
     if kind == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
+        # The causal LM calls each block's attention and MLP modules directly (blocks have no
+        # forward), so those are the units whose forward hooks gather and free their parameters.
         for block in model.model.layers:
-            fully_shard(block)
+            fully_shard(block.self_attn)
+            fully_shard(block.mlp)
         fully_shard(model)
         return model
     raise ValueError(f"parallel kind must be 'ddp' or 'fsdp', got {kind!r}")

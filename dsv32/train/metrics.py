@@ -89,7 +89,12 @@ def indexer_recall(model, input_ids: torch.Tensor, index_topk: int | None = None
 
         def hook(module, args, kwargs, output, layer=layer):
             x, cos, sin, q_pos_BT = args[:4]
+            sharded = hasattr(module, "unshard")  # FSDP2 frees the weights after forward: gather again
+            if sharded:
+                module.unshard()
             captured[layer] = layer_recall(module, x, cos, sin, q_pos_BT, output[1].topk_indices)
+            if sharded:
+                module.reshard()
 
         handles.append(block.self_attn.register_forward_hook(hook, with_kwargs=True))
     try:
