@@ -1,0 +1,1 @@
+"""Evaluation: long-context exact match, validation loss and indexer recall, side by side."""
