@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dsv32.envs.categories import get_category
-from dsv32.envs.categories.base import Category, Grade, grade_answer
+from dsv32.envs.categories.base import Category, Grade, apply_setup, grade_answer
 from dsv32.envs.format import Environment, Task, load_environment
 from dsv32.envs.tools import SandboxRunner, ToolCaller, ToolContext, ToolError
 
@@ -40,6 +40,7 @@ class Episode:
     def __init__(self, category: Category, pristine: sqlite3.Connection, task: Task, runner: SandboxRunner | None = None):
         self.category, self.pristine, self.task = category, pristine, task
         self.db = memory_copy(pristine)
+        apply_setup(self.db, task.params)
         library = {t.spec.name: t for t in category.library()}
         self.caller = ToolCaller(library, task.tools, ToolContext(self.db, runner or SandboxRunner(cache=False)))
         self._lock = threading.Lock()

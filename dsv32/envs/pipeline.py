@@ -44,7 +44,7 @@ def _build_one(job: tuple) -> dict:
     env_id, cat_name, seed, out_dir, k, agent_spec, agent_model = job
     category = get_category(cat_name)
     agent = make_agent(agent_spec, agent_model)
-    runner = SandboxRunner()
+    runner = getattr(category, "runner", None) or SandboxRunner()
     env, db, records = synthesize_environment(category, env_id, seed, agent, SynthOptions(k=k), runner)
     path = save_environment(env, db, out_dir)
     db.close()

@@ -15,16 +15,19 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import sqlite3
 from dataclasses import dataclass
 
 from dsv32.envs.agents import ProgrammaticBaseline, ReferenceAgent
-from dsv32.envs.categories.base import Category
+from dsv32.envs.categories.base import Category, apply_setup
 from dsv32.envs.episode import memory_copy
 from dsv32.envs.format import Environment, Task
 from dsv32.envs.gates import GateReport, check_pass_at_k, check_solution_and_mutations
-from dsv32.envs.tools import MissingTool, SandboxRunner, Tool, ToolCaller, ToolContext
+from dsv32.envs.tools import MissingTool, SandboxRunner, Tool, ToolCaller, ToolContext, ToolError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ def solve_with_tool_addition(
     """Run the solution on a copy of `db`, adding library tools to `toolset` when it needs them."""
     while True:
         solved = memory_copy(db)
+        apply_setup(solved, params)
         caller = ToolCaller(library, toolset, ToolContext(solved, runner))
         try:
             return category.solve(caller, params), solved, caller
@@ -53,6 +57,9 @@ def solve_with_tool_addition(
             toolset.append(missing.name)
             reason = f"the level-{params['level']} solution needs {missing.name!r}, which the toolset lacked"
             additions.append({"level": params["level"], "tool": missing.name, "reason": reason})
+        except ToolError as err:  # the solution misused a tool: no answer, the gate rejects it
+            logger.debug("solution failed: %s", err)
+            return None, solved, caller
 
 
 def synthesize_environment(
@@ -61,7 +68,7 @@ def synthesize_environment(
 ) -> tuple[Environment, sqlite3.Connection, list[dict]]:  # fmt: skip
     """Build one environment; returns it (unsaved), its database and one record per candidate task."""
     agent = agent or ProgrammaticBaseline()
-    runner = runner or SandboxRunner()
+    runner = runner or getattr(category, "runner", None) or SandboxRunner()
     rng = random.Random(seed)
     db = sqlite3.connect(":memory:", check_same_thread=False)
     description = category.build_database(db, rng)

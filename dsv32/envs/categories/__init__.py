@@ -10,6 +10,8 @@ from dsv32.envs.categories.base import Category
 REGISTRY: dict[str, str] = {
     "travel": "dsv32.envs.categories.travel:Travel",
     "flights": "dsv32.envs.categories.flights:Flights",
+    "code_agent": "dsv32.envs.categories.code_agent:CodeAgent",
+    "code_interpreter": "dsv32.envs.categories.code_interpreter:CodeInterpreter",
 }
 
 

@@ -164,6 +164,12 @@ def grade_answer(
     return Grade(1.0 if passed else 0.0, passed, reasons, checks)
 
 
+def apply_setup(db: sqlite3.Connection, params: dict) -> None:
+    """Task-specific starting state (e.g. an injected bug): SQL run on an episode's fresh copy."""
+    for sql, args in params.get("setup", []):
+        db.execute(sql, tuple(args))
+
+
 def attends(rng: random.Random, params: dict) -> set[str]:
     """The constraints a baseline attempt honours this time."""
     return {c for c in params["constraints"] if rng.random() < ATTENTION}
