@@ -18,6 +18,8 @@ GROUPS: dict[str, tuple[str, str]] = {
     "envs": ("dsv32.envs.commands", "environment synthesis: synth, show, stats, trajectories, mcp"),
     "data": ("dsv32.data.commands", "stdlib corpus, tokenizer training, token shards, long-context samples"),
     "agent": ("dsv32.agent.commands", "tool-use agent: search-environment eval per context strategy"),
+    "serve": ("dsv32.serve.commands", "OpenAI-compatible server on a checkpoint (chat page at /)"),
+    "chat": ("dsv32.serve.chat_command", "chat with a checkpoint in the terminal (streams reasoning apart)"),
 }
 
 

@@ -5,7 +5,8 @@ thinking-mode answer and as `delta.reasoning_content` while streaming (reasoning
 before content deltas). A tool call is sent as one `delta.tool_calls` entry once its invoke is
 complete and checked (name, id and the whole JSON arguments at once). `usage` carries
 `completion_tokens_details.reasoning_tokens`. Logprobs cover every generated token, reasoning
-included. Non-standard: `choices[i].parse_error` when the model's output was malformed (the text
+included. `parallel_tool_calls` is accepted but not enforced (the DSML block may hold several
+invokes). Non-standard: `choices[i].parse_error` when the model's output was malformed (the text
 from the error on is then returned as content).
 """
 
