@@ -20,6 +20,8 @@ GROUPS: dict[str, tuple[str, str]] = {
     "agent": ("dsv32.agent.commands", "tool-use agent: search-environment eval per context strategy"),
     "serve": ("dsv32.serve.commands", "OpenAI-compatible server on a checkpoint (chat page at /)"),
     "chat": ("dsv32.serve.chat_command", "chat with a checkpoint in the terminal (streams reasoning apart)"),
+    "train": ("dsv32.train.commands", "pretrain, dsa-warmup, dsa-sparse stages; the headline recipe"),
+    "eval": ("dsv32.evaluate.commands", "long-context exact match, val loss, indexer recall side by side"),
 }
 
 

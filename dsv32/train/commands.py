@@ -1,0 +1,120 @@
+"""`dsv32 train ...`: the stages (pretrain, dsa-warmup, dsa-sparse), the headline recipe, and the
+fp32-vs-bf16 step benchmark. Stage configs are JSON (flat, or recipe-style with `common` +
+`stages`), with `--set key=value` overrides (dotted keys for nested fields) and a few explicit flags
+that win over both."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+FLAG_KEYS = (
+    "steps",
+    "lr",
+    "seq_len",
+    "batch_size",
+    "grad_accum",
+    "preset",
+    "index_topk",
+    "autocast",
+    "parallel",
+)
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from dsv32.train.config import load_stage_config
+    from dsv32.train.runner import train_stage
+
+    overrides = list(args.set or [])
+    for key in FLAG_KEYS:
+        value = getattr(args, key)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    cfg = load_stage_config(args.config, args.stage, overrides)
+    if args.stage != "pretrain" and args.init_from is None and not (Path(args.out) / "checkpoints").is_dir():
+        raise ValueError(f"{args.stage} starts from a trained model: pass --init-from RUN_DIR")
+    result = train_stage(cfg, args.out, init_from=args.init_from, device=args.device)
+    last = result.metrics[-1] if result.metrics else {}
+    summary = {
+        "run_dir": str(result.run_dir),
+        "checkpoint": str(result.checkpoint),
+        "steps_run": len(result.metrics),
+        **{k: last[k] for k in ("step", "loss", "lm_loss", "indexer_kl", "tokens_per_s", "mfu") if k in last},
+        **({"val_loss": result.final_eval["val_loss"]} if result.final_eval else {}),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_recipe(args: argparse.Namespace) -> int:
+    from dsv32.train.recipe import run_recipe
+
+    summary = run_recipe(args.recipe, args.out, args.set, ablation=not args.no_ablation)
+    print((Path(args.out) / "results.md").read_text())
+    print(
+        json.dumps(
+            {"results": str(Path(args.out) / "results.json"), "stage_seconds": summary["stage_seconds"]}
+        )
+    )
+    return 0
+
+
+def cmd_bench_precision(args: argparse.Namespace) -> int:
+    from dsv32.train.bench import compare_precision
+
+    result = compare_precision(args.preset, args.seq_len, args.batch_size, args.repeats, args.attention)
+    print(f"{'precision':10s} {'seconds/step':>12s}")
+    print(f"{'fp32':10s} {result['fp32_seconds']:12.3f}")
+    print(f"{'bf16':10s} {result['bf16_seconds']:12.3f}")
+    print(f"bf16 / fp32 = {result['bf16_over_fp32']:.2f} ({result['faster']} is faster)")
+    print(json.dumps(result))
+    return 0
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(title="verbs", metavar="verb")
+    helps = {
+        "pretrain": "dense pretraining (LM loss, MoE bias balancing)",
+        "dsa-warmup": "indexer warm-up: dense attention, only indexers train (KL to the attention)",
+        "dsa-sparse": "sparse training: top-k attention, LM loss + indexer KL over the selected set",
+    }
+    for stage, text in helps.items():
+        p = sub.add_parser(stage, help=text)
+        p.add_argument("--config", type=Path, default=None, help="JSON config (flat or recipe-style)")
+        p.add_argument(
+            "--out", type=Path, required=True, help="run directory (resumes if it has checkpoints)"
+        )
+        p.add_argument(
+            "--init-from", type=Path, default=None, help="run or checkpoint directory to start from"
+        )
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+        p.add_argument("--steps", type=int)
+        p.add_argument("--lr", type=float)
+        p.add_argument("--seq-len", type=int)
+        p.add_argument("--batch-size", type=int, help="per rank and micro-batch")
+        p.add_argument("--grad-accum", type=int)
+        p.add_argument("--preset", choices=("tiny", "small", "deepseek-v3.2"))
+        p.add_argument("--index-topk", type=int)
+        p.add_argument("--autocast", choices=("none", "bf16"))
+        p.add_argument("--parallel", choices=("ddp", "fsdp"), help="under torchrun")
+        p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+        p.set_defaults(func=cmd_stage, stage=stage)
+
+    p = sub.add_parser(
+        "recipe", help="the headline experiment: pretrain, warm-up, sparse, ablation, eval, plots"
+    )
+    p.add_argument("--recipe", default="tiny", help="tiny, small, or a recipe JSON path")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe override, e.g. stages.pretrain.steps=50 or common.seq_len=512")  # fmt: skip
+    p.add_argument("--no-ablation", action="store_true", help="skip the sparse run without warm-up")
+    p.set_defaults(func=cmd_recipe)
+
+    p = sub.add_parser("bench-precision", help="fp32 vs bf16 autocast training-step time, side by side")
+    p.add_argument("--preset", default="small", choices=("tiny", "small"))
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--attention", default="dense", choices=("dense", "sparse"))
+    p.set_defaults(func=cmd_bench_precision)
