@@ -1,0 +1,128 @@
+"""The model's own modules run over the paged cache: chunked prefill and batched single-token decode.
+
+Every number comes from the model's modules (`Attention.query/latent/absorb/output_from_latent`,
+`Indexer.keys/queries`, `select_topk`, `attend_latent`, `MoE`), so the engine computes what
+`model(input_ids, attention=...)` computes; the full forward is the reference the tests hold it to.
+Per layer and step:
+1. q, the latent `c_kv | k_pe` and the indexer key of the NEW tokens; the latter two go into the cache.
+2. Sparse (DSA): the indexer scores the new queries against ALL cached indexer keys of the sequence
+   (dequantised) and keeps the causal top-k.
+   - decode (one token per sequence): only the k selected latent rows are read from the cache and
+     attended in absorbed (MQA) form;
+   - prefill (a chunk of one sequence): the chunk's latent rows are read once and each query attends,
+     absorbed, to its own selection.
+3. Dense: decode attends in absorbed form over the whole cached latent; prefill uses the MHA form
+   (the cheaper one for prefill).
+4. MLP or MoE; the MoE layers' chosen expert ids are returned for the records ("keep routing").
+Only the last position's logits are computed (that is all sampling needs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dsv32.engine.cache import PagedCache
+from dsv32.model.indexer import select_topk
+from dsv32.model.mla import attend_latent
+from dsv32.model.moe import MoE
+from dsv32.model.rope import rope_cos_sin
+from dsv32.model.transformer import DeepseekV32ForCausalLM
+
+
+@dataclass
+class StepResult:
+    logits: torch.Tensor  # [B, V] at each sequence's last new position (fp32)
+    routing: torch.Tensor | None  # [B, T, n_moe_layers, k] int16 expert ids of the new tokens, or None
+
+
+class ModelRunner:
+    """Runs `model` over `cache`. attention: "sparse" (DSA, the model as trained) or "dense"."""
+
+    def __init__(self, model: DeepseekV32ForCausalLM, cache: PagedCache, attention: str = "sparse",
+                 prefill_chunk: int = 512):  # fmt: skip
+        if attention not in ("dense", "sparse"):
+            raise ValueError(f"attention must be 'dense' or 'sparse', got {attention!r}")
+        if prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
+        self.model, self.cache, self.attention, self.prefill_chunk = model, cache, attention, prefill_chunk
+        self.config = model.config
+        self.moe_layers = self.config.moe_layers
+        self.dtype = model.lm_head.weight.dtype
+
+    @torch.no_grad()
+    def prefill(self, seq_id: object, token_ids: list[int], start: int) -> StepResult:
+        """Feed tokens at positions start.. of one sequence in chunks; logits after the last one."""
+        if not token_ids:
+            raise ValueError("prefill needs at least one token")
+        routing, result = [], None
+        for c0 in range(0, len(token_ids), self.prefill_chunk):
+            chunk = token_ids[c0 : c0 + self.prefill_chunk]
+            result = self._forward([seq_id], torch.tensor([chunk]), [start + c0])
+            if result.routing is not None:
+                routing.append(result.routing)
+        return StepResult(result.logits, torch.cat(routing, dim=1) if routing else None)
+
+    @torch.no_grad()
+    def decode(self, seq_ids: list[object], token_ids: list[int], positions: list[int]) -> StepResult:
+        """One new token for each sequence (batched); token i sits at positions[i]."""
+        return self._forward(seq_ids, torch.tensor(token_ids)[:, None], positions)
+
+    def _forward(self, seq_ids: list[object], ids_BT: torch.Tensor, starts: list[int]) -> StepResult:
+        cache, config, device = self.cache, self.config, self.model.device
+        b, t = ids_BT.shape
+        ends = [s + t for s in starts]
+        span = max(ends)
+        ids_BT = ids_BT.to(device)
+        pos_BT = torch.tensor(starts, device=device)[:, None] + torch.arange(t, device=device)
+        # Pool rows of every context position of each sequence, padded with row 0 (the causal mask
+        # hides padded keys: their index exceeds every query position of that sequence).
+        ctx_rows_BS = torch.zeros(b, span, dtype=torch.long, device=device)
+        for i, (sid, end) in enumerate(zip(seq_ids, ends)):
+            ctx_rows_BS[i, :end] = cache.rows(sid, 0, end)
+        new_rows_BT = torch.stack([ctx_rows_BS[i, s : s + t] for i, s in enumerate(starts)])
+        cos, sin = rope_cos_sin(config, pos_BT)
+        h = self.model.model.embed_tokens(ids_BT)
+        routing = []
+        for block in self.model.model.layers:
+            x = block.input_layernorm(h)
+            h = h + self._attention(block.layer, block.self_attn, x, cos, sin, pos_BT, ctx_rows_BS, new_rows_BT)
+            mlp_in = block.post_attention_layernorm(h)
+            if isinstance(block.mlp, MoE):
+                mlp_out, r = block.mlp(mlp_in)
+                routing.append(r.expert_ids.view(b, t, -1).to(torch.int16))
+            else:
+                mlp_out = block.mlp(mlp_in)
+            h = h + mlp_out
+        logits = self.model.lm_head(self.model.model.norm(h[:, -1])).float()
+        return StepResult(logits, torch.stack(routing, dim=2) if routing else None)
+
+    def _attention(self, layer, attn, x, cos, sin, pos_BT, ctx_rows_BS, new_rows_BT) -> torch.Tensor:
+        cache, dtype = self.cache, x.dtype
+        b, t, _ = x.shape
+        q_nope, q_pe, qr = attn.query(x, cos, sin)
+        c_kv, k_pe = attn.latent(x, cos, sin)
+        k_index = attn.indexer.keys(x, cos, sin)
+        cache.write(layer, new_rows_BT.flatten(), c_kv.flatten(0, 1), k_pe.flatten(0, 1), k_index.flatten(0, 1))
+        if self.attention == "dense":
+            c_all, pe_all = cache.read_latent(layer, ctx_rows_BS, dtype)
+            if t > 1:
+                return attn.mha(q_nope, q_pe, c_all, pe_all, pos_BT)
+            o_lat, _ = attend_latent(attn.absorb(q_nope), q_pe, c_all, pe_all, pos_BT, attn.scale)
+            return attn.output_from_latent(o_lat)
+        keys_BSD = cache.read_index_keys(layer, ctx_rows_BS).to(k_index.dtype)
+        q_index, w_index = attn.indexer.queries(x, qr, cos, sin)
+        idx_BTK, _ = select_topk(q_index, w_index, keys_BSD, pos_BT, attn.indexer.topk)
+        if t == 1:  # decode: read only the selected latent rows
+            k = idx_BTK.shape[-1]
+            sel_rows_BK = ctx_rows_BS.gather(1, idx_BTK[:, 0].clamp(min=0))
+            c_sel, pe_sel = cache.read_latent(layer, sel_rows_BK, dtype)
+            local_BTK = torch.where(idx_BTK >= 0, torch.arange(k, device=x.device), -1)
+            o_lat, _ = attend_latent(attn.absorb(q_nope), q_pe, c_sel, pe_sel, pos_BT, attn.scale,
+                                     indices_BTK=local_BTK, impl="gather")  # fmt: skip
+        else:
+            c_all, pe_all = cache.read_latent(layer, ctx_rows_BS, dtype)
+            o_lat, _ = attend_latent(attn.absorb(q_nope), q_pe, c_all, pe_all, pos_BT, attn.scale,
+                                     indices_BTK=idx_BTK)  # fmt: skip
+        return attn.output_from_latent(o_lat)
