@@ -34,6 +34,12 @@ class TrainBatch:
     advantages: torch.Tensor  # [B]
     ref_logp: torch.Tensor | None = None  # [B, T]
 
+    @property
+    def valid(self) -> torch.Tensor:
+        """[B, T-1] bool: positions a forward on ids[:, :-1] processes for real (not padding)."""
+        last_action = torch.where(self.action, torch.arange(self.action.shape[1]), -1).max(1).values
+        return torch.arange(self.action.shape[1] - 1) < last_action.unsqueeze(1)
+
     def __len__(self) -> int:
         return self.ids.shape[0]
 
@@ -93,10 +99,21 @@ def policy_logprobs(
     """(logp [B, T], entropy [B, T] or None, model output) of batch.ids under `model`."""
     ids = batch.ids
     replay = batch.routing if keep_routing else None
-    out = model(ids[:, :-1], attention=attention, replay_routing=replay)
+    out = model(ids[:, :-1], attention=attention, replay_routing=replay, return_routing=True)
     keep = None
     if keep_sampling_mask:
         keep = dense_keep_mask(batch.kept, tuple(ids.shape), out.logits.shape[-1])
         check_actions_kept(ids, batch.action, keep)
     logp, entropy = token_logprobs(out.logits, ids, keep, temperature, with_entropy)
     return logp, entropy, out
+
+
+def expert_load(
+    batch: TrainBatch, routing: dict[int, torch.Tensor], n_experts: int
+) -> dict[int, torch.Tensor]:
+    """Per MoE layer, token slots routed to each expert over real (non-padding) positions, [E] fp32."""
+    valid = batch.valid
+    return {
+        layer: torch.bincount(ids_BTK[valid].flatten(), minlength=n_experts).float()
+        for layer, ids_BTK in routing.items()
+    }

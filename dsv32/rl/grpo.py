@@ -1,0 +1,273 @@
+"""The GRPO loop (SPEC section 4): mixed reasoning and agentic rollouts, group advantages, mu
+updates per rollout batch with the clipped, masked, KL-regularised objective of `dsv32.rl.loss`.
+
+One step:
+1. Choose `prompts_per_step` tasks (a seeded mix of reasoning tasks and tool episodes); rank r of W
+   takes groups j with j % W == r. Each group's G outputs are sampled from the current policy
+   (pi_old) with a generator seeded by (seed, step, j), so rollouts do not depend on W.
+2. Rewards (`dsv32.rl.rewards`) and group advantages (`dsv32.rl.advantages`).
+3. Reference log-probs from the frozen reference model, scored with the same routing replay and
+   keep mask as the policy (when those fixes are on).
+4. mu optimizer updates over the same rollouts (mu > 1 makes the later updates off-policy, which is
+   what OPSM guards against). Each update accumulates gradients over micro-batches with the loss
+   normalised by the GLOBAL number of sequences, so W ranks under DDP (gradient average x W) give
+   the single-process gradient. MoE biases get the aux-loss-free update from the all-reduced load.
+Metrics (JSONL, one line per step): reward and outcome per task kind, KL, clip fraction, OPSM-masked
+fraction, entropy, response length, and |r - 1| measured before the first update (on-policy, so it
+isolates the sampler/trainer mismatch that keep routing and keep sampling mask remove).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from dsv32.model.moe import update_expert_bias
+from dsv32.model.transformer import DeepseekV32ForCausalLM
+from dsv32.rl.advantages import group_advantages
+from dsv32.rl.loss import GRPOConfig, grpo_loss, loss_metrics, merge_metric_sums
+from dsv32.rl.policy import expert_load, make_batch, policy_logprobs
+from dsv32.rl.rewards import RewardConfig
+from dsv32.rl.rollout import Trajectory, rollout_episodes, rollout_reasoning
+from dsv32.rl.sampler import SamplingParams
+from dsv32.rl.sft import pad_id_of
+from dsv32.rl.tasks import generate_tasks
+from dsv32.rl.tool_tasks import CalcEpisode, generate_calc_tasks
+from dsv32.train.distributed import DistContext, all_reduce_sum, wrap_model
+from dsv32.train.optim import build_optimizer, set_lr
+
+log = logging.getLogger(__name__)
+TASK_KINDS = ("reasoning", "calc")
+
+
+@dataclass
+class GRPORunConfig:
+    steps: int = 20
+    prompts_per_step: int = 8
+    group_size: int = 4
+    mu: int = 1
+    micro_batch: int = 16
+    lr: float = 2e-4
+    indexer_lr: float | None = None
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    decay_steps: int = 0
+    min_lr_ratio: float = 1.0
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    bias_update_gamma: float = 1e-3
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 48
+    max_turns: int = 3
+    task_mix: dict = field(default_factory=lambda: {"reasoning": 0.5, "calc": 0.5})
+    difficulties: tuple = (1, 2)
+    calc_levels: tuple = (1, 2, 3)
+    thinking: bool = True
+    attention: str = "dense"
+    scale_adv_by_std: bool = True
+    seed: int = 0
+    loss: GRPOConfig = field(default_factory=GRPOConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss, dict):
+            self.loss = GRPOConfig(**self.loss)
+        if isinstance(self.reward, dict):
+            self.reward = RewardConfig(**self.reward)
+        for name in ("steps", "prompts_per_step", "group_size", "mu", "micro_batch", "max_new_tokens"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"GRPO {name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if set(self.task_mix) - set(TASK_KINDS) or sum(self.task_mix.values()) <= 0:
+            raise ValueError(f"task_mix must weight {TASK_KINDS}, got {self.task_mix}")
+        self.difficulties, self.calc_levels = tuple(self.difficulties), tuple(self.calc_levels)
+        # log-probs are of softmax(logits / T) at the sampling temperature, on both sides of r
+        self.loss = dataclasses.replace(self.loss, temperature=self.temperature)
+
+    @property
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_p, self.top_k, self.max_new_tokens)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _seed(*parts) -> int:
+    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:15], 16)
+
+
+def plan_step(cfg: GRPORunConfig, step: int, reasoning_pool, calc_pool) -> list[tuple[str, object]]:
+    """The (kind, task) of every group of a step; the same for every rank and world size."""
+    rng = random.Random(_seed(cfg.seed, "plan", step))
+    kinds = [k for k in TASK_KINDS if cfg.task_mix.get(k, 0) > 0]
+    weights = [cfg.task_mix[k] for k in kinds]
+    plan = []
+    for j in range(cfg.prompts_per_step):
+        kind = rng.choices(kinds, weights)[0]
+        pool = reasoning_pool if kind == "reasoning" else calc_pool
+        plan.append((kind, pool[rng.randrange(len(pool))]))
+    return plan
+
+
+def rollout_group(model, tokenizer, cfg: GRPORunConfig, kind: str, task, gen) -> list[Trajectory]:
+    params = cfg.sampling
+    if kind == "reasoning":
+        return rollout_reasoning(
+            model, tokenizer, [task], cfg.group_size, params, cfg.reward, gen, cfg.thinking, cfg.attention
+        )
+    return rollout_episodes(
+        model, tokenizer, lambda: CalcEpisode(task), task.expression, "calc", cfg.group_size, params,
+        cfg.reward, gen, cfg.thinking, cfg.max_turns, attention=cfg.attention,
+    )  # fmt: skip
+
+
+def _kind_means(trajs: list[Trajectory], ctx: DistContext) -> dict[str, float]:
+    """Global means of reward, outcome and sampled length per task kind."""
+    out = {}
+    for kind in TASK_KINDS:
+        mine = [t for t in trajs if t.kind == kind]
+        sums = torch.tensor(
+            [len(mine), sum(t.reward.total for t in mine), sum(t.reward.outcome for t in mine),
+             sum(t.n_sampled for t in mine)], dtype=torch.float64,
+        )  # fmt: skip
+        all_reduce_sum(sums, ctx)
+        if sums[0] > 0:
+            out[f"reward/{kind}"] = float(sums[1] / sums[0])
+            out[f"outcome/{kind}"] = float(sums[2] / sums[0])
+            out[f"length/{kind}"] = float(sums[3] / sums[0])
+    return out
+
+
+def grpo_step(
+    model: DeepseekV32ForCausalLM, train_model, ref_model, optimizer, tokenizer, cfg: GRPORunConfig,
+    step: int, pools, ctx: DistContext,
+) -> dict:  # fmt: skip
+    """One rollout batch and its mu updates; returns the step's metrics (global)."""
+    start = time.perf_counter()
+    plan = plan_step(cfg, step, *pools)
+    model.eval()
+    trajs: list[Trajectory] = []
+    for j, (kind, task) in enumerate(plan):
+        if j % ctx.world_size != ctx.rank:
+            continue
+        gen = torch.Generator().manual_seed(_seed(cfg.seed, "rollout", step, j))
+        for tr in rollout_group(model, tokenizer, cfg, kind, task, gen):
+            tr.group, tr.kind = j, kind
+            trajs.append(tr)
+    rollout_s = time.perf_counter() - start
+    adv = group_advantages([t.reward.total for t in trajs], [t.group for t in trajs], cfg.scale_adv_by_std)
+    k = model.config.num_experts_per_tok
+    batch = make_batch(trajs, adv, pad_id_of(tokenizer), k)
+    lc = cfg.loss
+    if lc.beta > 0:
+        with torch.no_grad():
+            refs = [
+                policy_logprobs(ref_model, batch.rows(i, i + cfg.micro_batch), lc.keep_routing,
+                                lc.keep_sampling_mask, lc.temperature, cfg.attention)[0]
+                for i in range(0, len(batch), cfg.micro_batch)
+            ]  # fmt: skip
+        batch.ref_logp = torch.cat([r for r in refs], 0)
+    n_global = float(len(plan) * cfg.group_size)
+    normalizer = n_global / ctx.world_size  # DDP averages gradients over ranks
+    record: dict = {"step": step, **_kind_means(trajs, ctx)}
+    model.train()
+    for update in range(cfg.mu):
+        lr_scale = set_lr(optimizer, step * cfg.mu + update, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        entropy_sum = 0.0
+        load = {layer: torch.zeros(model.config.n_routed_experts) for layer in model.gates()}
+        for i in range(0, len(batch), cfg.micro_batch):
+            mb = batch.rows(i, i + cfg.micro_batch)
+            logp, entropy, out = policy_logprobs(
+                train_model, mb, lc.keep_routing, lc.keep_sampling_mask, lc.temperature, cfg.attention,
+                with_entropy=update == 0,
+            )  # fmt: skip
+            res = grpo_loss(logp, mb.old_logp, mb.advantages, mb.action, lc, mb.ref_logp, normalizer)
+            res.loss.backward()
+            merge_metric_sums(sums, res.metrics)
+            if entropy is not None:
+                entropy_sum += float((entropy * mb.action).sum())
+            for layer, counts in expert_load(mb, out.routing, model.config.n_routed_experts).items():
+                load[layer] += counts
+        for layer in load:
+            all_reduce_sum(load[layer], ctx)
+        totals = torch.tensor([v for key, v in sorted(sums.items()) if not key.endswith("_max")] + [entropy_sum],
+                              dtype=torch.float64)  # fmt: skip
+        all_reduce_sum(totals, ctx)
+        keys = [key for key in sorted(sums) if not key.endswith("_max")]
+        sums.update({key: float(v) for key, v in zip(keys, totals[:-1])})
+        peak = torch.tensor([sums.get("abs_ratio_dev_max", 0.0)])
+        if ctx.enabled:
+            torch.distributed.all_reduce(peak, op=torch.distributed.ReduceOp.MAX)
+        sums["abs_ratio_dev_max"] = float(peak)
+        grad_norm = (
+            float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            if cfg.grad_clip > 0
+            else 0.0
+        )
+        optimizer.step()
+        if cfg.bias_update_gamma > 0:
+            for layer, gate in model.gates().items():
+                update_expert_bias(gate, load[layer], cfg.bias_update_gamma)
+        rates = loss_metrics(sums)
+        if update == 0:
+            record["abs_ratio_dev_before_update"] = rates["abs_ratio_dev_mean"]
+            record["abs_ratio_dev_max_before_update"] = rates["abs_ratio_dev_max"]
+            record["entropy"] = float(totals[-1]) / max(sums["action_tokens"], 1.0)
+            record["lr"] = cfg.lr * lr_scale
+        for key in ("kl", "clip_fraction", "opsm_masked_fraction"):
+            record[key] = record.get(key, 0.0) + rates[key] / cfg.mu  # mean over the mu updates
+        record["grad_norm"] = grad_norm
+    model.eval()
+    record["rollout_seconds"] = round(rollout_s, 3)
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    return record
+
+
+def run_grpo(
+    model: DeepseekV32ForCausalLM,
+    tokenizer,
+    cfg: GRPORunConfig,
+    ctx: DistContext | None = None,
+    metrics_path: str | Path | None = None,
+    ref_model: DeepseekV32ForCausalLM | None = None,
+) -> list[dict]:
+    """Train `model` in place for cfg.steps GRPO steps; returns the per-step metrics."""
+    ctx = ctx or DistContext()
+    ref = ref_model
+    if ref is None and cfg.loss.beta > 0:
+        ref = copy.deepcopy(model)
+    if ref is not None:
+        ref.eval().requires_grad_(False)
+    n_pool = max(64, cfg.steps * cfg.prompts_per_step)
+    pools = (
+        generate_tasks(n_pool, cfg.seed, "train", difficulties=cfg.difficulties),
+        generate_calc_tasks(n_pool, cfg.seed + 1, "train", cfg.calc_levels),
+    )
+    optimizer = build_optimizer(model, cfg)
+    train_model = wrap_model(model, ctx, "ddp")
+    history = []
+    path = Path(metrics_path) if metrics_path and ctx.is_main else None
+    for step in range(cfg.steps):
+        record = grpo_step(model, train_model, ref, optimizer, tokenizer, cfg, step, pools, ctx)
+        history.append(record)
+        log.info("grpo step %d %s", step, {k: round(v, 4) for k, v in record.items() if isinstance(v, float)})
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+    return history
