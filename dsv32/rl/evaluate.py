@@ -39,9 +39,19 @@ def pass_at_1(
         lengths = []
         for task in calc:
             (tr,) = rollout_episodes(
-                model, tokenizer, lambda t=task: CalcEpisode(t), task.expression, "calc", 1, params, reward, gen,
-                thinking, max_turns, attention=attention,
-            )  # fmt: skip
+                model,
+                tokenizer,
+                lambda t=task: CalcEpisode(t),
+                task.expression,
+                "calc",
+                1,
+                params,
+                reward,
+                gen,
+                thinking,
+                max_turns,
+                attention=attention,
+            )
             by_level.setdefault(task.level, []).append(tr.reward.outcome)
             lengths.append(tr.n_sampled)
         scores = [s for v in by_level.values() for s in v]

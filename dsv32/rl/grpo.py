@@ -115,7 +115,7 @@ def plan_step(cfg: GRPORunConfig, step: int, reasoning_pool, calc_pool) -> list[
     kinds = [k for k in TASK_KINDS if cfg.task_mix.get(k, 0) > 0]
     weights = [cfg.task_mix[k] for k in kinds]
     plan = []
-    for j in range(cfg.prompts_per_step):
+    for _ in range(cfg.prompts_per_step):
         kind = rng.choices(kinds, weights)[0]
         pool = reasoning_pool if kind == "reasoning" else calc_pool
         plan.append((kind, pool[rng.randrange(len(pool))]))
@@ -129,9 +129,19 @@ def rollout_group(model, tokenizer, cfg: GRPORunConfig, kind: str, task, gen) ->
             model, tokenizer, [task], cfg.group_size, params, cfg.reward, gen, cfg.thinking, cfg.attention
         )
     return rollout_episodes(
-        model, tokenizer, lambda: CalcEpisode(task), task.expression, "calc", cfg.group_size, params,
-        cfg.reward, gen, cfg.thinking, cfg.max_turns, attention=cfg.attention,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        lambda: CalcEpisode(task),
+        task.expression,
+        "calc",
+        cfg.group_size,
+        params,
+        cfg.reward,
+        gen,
+        cfg.thinking,
+        cfg.max_turns,
+        attention=cfg.attention,
+    )
 
 
 def _kind_means(trajs: list[Trajectory], ctx: DistContext) -> dict[str, float]:
@@ -140,9 +150,14 @@ def _kind_means(trajs: list[Trajectory], ctx: DistContext) -> dict[str, float]:
     for kind in TASK_KINDS:
         mine = [t for t in trajs if t.kind == kind]
         sums = torch.tensor(
-            [len(mine), sum(t.reward.total for t in mine), sum(t.reward.outcome for t in mine),
-             sum(t.n_sampled for t in mine)], dtype=torch.float64,
-        )  # fmt: skip
+            [
+                len(mine),
+                sum(t.reward.total for t in mine),
+                sum(t.reward.outcome for t in mine),
+                sum(t.n_sampled for t in mine),
+            ],
+            dtype=torch.float64,
+        )
         all_reduce_sum(sums, ctx)
         if sums[0] > 0:
             out[f"reward/{kind}"] = float(sums[1] / sums[0])
@@ -152,9 +167,16 @@ def _kind_means(trajs: list[Trajectory], ctx: DistContext) -> dict[str, float]:
 
 
 def grpo_step(
-    model: DeepseekV32ForCausalLM, train_model, ref_model, optimizer, tokenizer, cfg: GRPORunConfig,
-    step: int, pools, ctx: DistContext,
-) -> dict:  # fmt: skip
+    model: DeepseekV32ForCausalLM,
+    train_model,
+    ref_model,
+    optimizer,
+    tokenizer,
+    cfg: GRPORunConfig,
+    step: int,
+    pools,
+    ctx: DistContext,
+) -> dict:
     """One rollout batch and its mu updates; returns the step's metrics (global)."""
     start = time.perf_counter()
     plan = plan_step(cfg, step, *pools)
@@ -175,10 +197,16 @@ def grpo_step(
     if lc.beta > 0:
         with torch.no_grad():
             refs = [
-                policy_logprobs(ref_model, batch.rows(i, i + cfg.micro_batch), lc.keep_routing,
-                                lc.keep_sampling_mask, lc.temperature, cfg.attention)[0]
+                policy_logprobs(
+                    ref_model,
+                    batch.rows(i, i + cfg.micro_batch),
+                    lc.keep_routing,
+                    lc.keep_sampling_mask,
+                    lc.temperature,
+                    cfg.attention,
+                )[0]
                 for i in range(0, len(batch), cfg.micro_batch)
-            ]  # fmt: skip
+            ]
         batch.ref_logp = torch.cat([r for r in refs], 0)
     n_global = float(len(plan) * cfg.group_size)
     normalizer = n_global / ctx.world_size  # DDP averages gradients over ranks
@@ -193,9 +221,14 @@ def grpo_step(
         for i in range(0, len(batch), cfg.micro_batch):
             mb = batch.rows(i, i + cfg.micro_batch)
             logp, entropy, out = policy_logprobs(
-                train_model, mb, lc.keep_routing, lc.keep_sampling_mask, lc.temperature, cfg.attention,
+                train_model,
+                mb,
+                lc.keep_routing,
+                lc.keep_sampling_mask,
+                lc.temperature,
+                cfg.attention,
                 with_entropy=update == 0,
-            )  # fmt: skip
+            )
             res = grpo_loss(logp, mb.old_logp, mb.advantages, mb.action, lc, mb.ref_logp, normalizer)
             res.loss.backward()
             merge_metric_sums(sums, res.metrics)
@@ -205,8 +238,10 @@ def grpo_step(
                 load[layer] += counts
         for layer in load:
             all_reduce_sum(load[layer], ctx)
-        totals = torch.tensor([v for key, v in sorted(sums.items()) if not key.endswith("_max")] + [entropy_sum],
-                              dtype=torch.float64)  # fmt: skip
+        totals = torch.tensor(
+            [v for key, v in sorted(sums.items()) if not key.endswith("_max")] + [entropy_sum],
+            dtype=torch.float64,
+        )
         all_reduce_sum(totals, ctx)
         keys = [key for key in sorted(sums) if not key.endswith("_max")]
         sums.update({key: float(v) for key, v in zip(keys, totals[:-1])})

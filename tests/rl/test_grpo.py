@@ -32,7 +32,8 @@ model = build_model(preset("tiny"), seed=11)
 # Adam's first steps move every parameter by about lr * sign(grad), so float noise in a near-zero
 # gradient (summation order differs between 1 and 2 ranks) would flip whole updates; a large eps
 # keeps the update proportional to the gradient, which is what the comparison is about.
-cfg = GRPORunConfig(steps=2, eps=1e-2, prompts_per_step=4, group_size=2, max_new_tokens=6, micro_batch=3, lr=1e-3,
+cfg = GRPORunConfig(steps=2, eps=1e-2, prompts_per_step=4, group_size=2, max_new_tokens=6, micro_batch=3,
+                    lr=1e-3,
                     task_mix={"reasoning": 1.0}, top_p=0.9, temperature=1.2, mu=2,
                     loss=GRPOConfig(beta=0.05, opsm_delta=0.05))
 hist = run_grpo(model, Tokenizer.load(tok_path), cfg, ctx)
@@ -53,8 +54,15 @@ def _launch(world: int, tok_path: str, out: str) -> None:
     port = _free_port()
     procs = []
     for rank in range(world):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}  # fmt: skip
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
         if world == 1:
             env = {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
         procs.append(subprocess.Popen([sys.executable, "-c", WORKER, tok_path, out], env=env))
@@ -82,8 +90,15 @@ def test_two_gloo_processes_equal_one(tokenizer_file, tmp_path):
     h2 = json.loads((tmp_path / "two.json").read_text())
     assert len(h1) == len(h2) == 2 and h1[0]["grad_norm"] > 0
     for a, b in zip(h1, h2):
-        for key in ("reward/reasoning", "length/reasoning", "kl", "clip_fraction", "opsm_masked_fraction",
-                    "entropy", "abs_ratio_dev_before_update"):  # fmt: skip
+        for key in (
+            "reward/reasoning",
+            "length/reasoning",
+            "kl",
+            "clip_fraction",
+            "opsm_masked_fraction",
+            "entropy",
+            "abs_ratio_dev_before_update",
+        ):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
     assert h1[0]["abs_ratio_dev_before_update"] < 1e-5  # on-policy with both fixes: r == 1
     assert h1[1]["kl"] > 0  # the policy has moved away from the reference
