@@ -210,7 +210,7 @@ def synthesize_with_model(base_url: str, model: str, out_dir: str | Path, topic:
     records, n_tasks, paths = [], 0, []
     for i in range(n_envs):
         env_id = f"{name}-{i:05d}"
-        env, db, recs = synthesize_environment(category, env_id, env_seed(seed, name, i), options=SynthOptions(k=k, retries=1))
+        env, db, recs = synthesize_environment(category, env_id, env_seed(seed, name, i), options=SynthOptions(k=k, retries=0))
         env.source, env.code = "model", code
         paths.append(str(save_environment(env, db, out_dir)))
         records += recs
