@@ -5,6 +5,8 @@ token by token would emit U+FFFD halves. It keeps a window of ids and releases t
 window decodes to beyond what was already released, holding it back while it ends in U+FFFD (an
 incomplete UTF-8 sequence). Special tokens decode to their strings, which the chat parser needs.
 The concatenation of everything released, plus `flush()`, equals `tokenizer.decode(all_ids)`.
+Ids the tokenizer does not have (a model's embedding table is often larger than its vocabulary,
+as DeepSeek-V3.2's is) stand for no text: they are skipped, never an error.
 
 `StopMatcher`: finds the first of the stop strings in a text stream; text is released only once no
 stop string can start inside it, so a stop string is never partly sent to a client.
@@ -29,7 +31,8 @@ class IncrementalDetokenizer:
 
     def add(self, token_ids: list[int]) -> str:
         """Append tokens; return the newly decodable text (may be empty)."""
-        self.ids.extend(token_ids)
+        vocab = self.tokenizer.vocab_size
+        self.ids.extend(t for t in token_ids if 0 <= t < vocab)
         decode = self.tokenizer.decode
         before = decode(self.ids[self._prefix : self._read])
         after = decode(self.ids[self._prefix :])
@@ -63,7 +66,9 @@ def _byte_decoder() -> dict[str, int]:
 
 
 def token_bytes(tokenizer: Tokenizer, token_id: int) -> bytes:
-    """The raw bytes one token stands for (a special token: its UTF-8 string)."""
+    """The raw bytes one token stands for (a special token: its UTF-8 string; an unknown id: none)."""
+    if not 0 <= token_id < tokenizer.vocab_size:
+        return b""
     piece = tokenizer.id_to_token(token_id)
     if piece is None:
         return b""

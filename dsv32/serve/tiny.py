@@ -21,8 +21,12 @@ TEXT = [
 ]
 
 
-def make_tiny_checkpoint(directory: str | Path, seed: int = 0, vocab_size: int = 512) -> Path:
-    """Write a tiny random model and its tokenizer to `directory` (replaced if present)."""
+def make_tiny_checkpoint(directory: str | Path, seed: int = 0, vocab_size: int = 400) -> Path:
+    """Write a tiny random model and its tokenizer to `directory` (replaced if present).
+
+    The model keeps the preset's 512-row vocabulary, larger than the tokenizer's, as the official
+    model's is: ids without a token can be sampled, and the server must take them in stride.
+    """
     tokenizer = train_bpe(TEXT * 8, vocab_size=vocab_size, min_frequency=1)
     config = preset("tiny")
     if tokenizer.vocab_size > config.vocab_size:

@@ -54,3 +54,11 @@ def test_histogram_buckets_are_cumulative():
         "h_sum 3.65",
         "h_count 4",
     ]
+
+
+def test_ids_past_the_tokenizer_have_no_text(tokenizer):
+    ids = tokenizer.encode("héllo")
+    past = tokenizer.vocab_size + 3  # the model's embedding table may be larger than the vocabulary
+    detok = IncrementalDetokenizer(tokenizer)
+    text = "".join(detok.add([t, past]) for t in ids) + detok.flush()
+    assert text == "héllo" and token_bytes(tokenizer, past) == b""
