@@ -5,6 +5,7 @@ thread; the load clients run in the main thread, so both share this process):
 - `engine`: the checkpoint (or a tiny random one) on dsv32's continuous-batching engine;
 - `replay`: the same HTTP, encoding and parsing path over the replay backend (scripted tokens, no
   model), which shows what the server itself costs.
+The engine decodes up to `max_batch` requests together (default: `clients`, at most 32).
 Each is driven by 1 client and by `clients` concurrent streaming clients (official `openai`
 async client), every request bounded by `max_tokens`. Reported per row: requests, errors,
 completion tokens/s over the wall time, p50/p99 time to first token, p50 latency. Ratios:
@@ -46,6 +47,7 @@ def run_server_benchmark(
     max_tokens: int = 32,
     requests_per_client: int = 1,
     backends: tuple[str, ...] = ("engine", "replay"),
+    max_batch: int | None = None,
 ) -> dict[str, Any]:
     """Measure and return {backend: {clients: summary}, ratios, all_completed}."""
     from dsv32.serve.loading import load_server_state
@@ -53,11 +55,12 @@ def run_server_benchmark(
 
     if clients < 1 or max_tokens < 1 or requests_per_client < 1:
         raise ValueError("clients, max_tokens and requests_per_client must be positive")
-    results: dict[str, Any] = {"clients": clients, "max_tokens": max_tokens}
+    max_batch = max_batch or min(clients, 32)
+    results: dict[str, Any] = {"clients": clients, "max_tokens": max_tokens, "max_batch": max_batch}
     with tempfile.TemporaryDirectory(prefix="dsv32-bench-server-") as tmp:
         directory = Path(checkpoint) if checkpoint else make_tiny_checkpoint(Path(tmp) / "tiny")
         results["checkpoint"] = str(checkpoint) if checkpoint else "tiny preset, random weights"
-        state = load_server_state(directory, model_name="bench")
+        state = load_server_state(directory, model_name="bench", engine_options={"max_batch": max_batch})
         if "engine" in backends:
             results["engine"] = _measure(state, clients, max_tokens, requests_per_client)
         if "replay" in backends:
@@ -100,9 +103,11 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(checkpoint: str | None = None, clients: int = 32, max_tokens: int = 32) -> dict[str, Any]:
+def main(
+    checkpoint: str | None = None, clients: int = 32, max_tokens: int = 32, max_batch: int | None = None
+) -> dict[str, Any]:
     """Run, print the table and, last, one JSON line; return the results."""
-    results = run_server_benchmark(checkpoint, clients=clients, max_tokens=max_tokens)
+    results = run_server_benchmark(checkpoint, clients=clients, max_tokens=max_tokens, max_batch=max_batch)
     print(format_table(results))
     print(json.dumps({"server": results}))
     return results
