@@ -22,6 +22,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "chat": ("dsv32.serve.chat_command", "chat with a checkpoint in the terminal (streams reasoning apart)"),
     "train": ("dsv32.train.commands", "pretrain, dsa-warmup, dsa-sparse stages; the headline recipe"),
     "eval": ("dsv32.evaluate.commands", "long-context exact match, val loss, indexer recall side by side"),
+    "demo": ("dsv32.demo.commands", "the whole recipe end to end on a preset, resumable, with a report"),
 }
 
 
