@@ -11,6 +11,7 @@ REGISTRY: dict[str, str] = {
     "travel": "dsv32.envs.categories.travel:Travel",
     "flights": "dsv32.envs.categories.flights:Flights",
     "restaurants": "dsv32.envs.categories.restaurants:Restaurants",
+    "ecommerce": "dsv32.envs.categories.ecommerce:Ecommerce",
     "meetings": "dsv32.envs.categories.meetings:Meetings",
     "code_agent": "dsv32.envs.categories.code_agent:CodeAgent",
     "code_interpreter": "dsv32.envs.categories.code_interpreter:CodeInterpreter",
