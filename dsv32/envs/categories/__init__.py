@@ -12,6 +12,7 @@ REGISTRY: dict[str, str] = {
     "flights": "dsv32.envs.categories.flights:Flights",
     "restaurants": "dsv32.envs.categories.restaurants:Restaurants",
     "ecommerce": "dsv32.envs.categories.ecommerce:Ecommerce",
+    "timetabling": "dsv32.envs.categories.timetabling:Timetabling",
     "meetings": "dsv32.envs.categories.meetings:Meetings",
     "code_agent": "dsv32.envs.categories.code_agent:CodeAgent",
     "code_interpreter": "dsv32.envs.categories.code_interpreter:CodeInterpreter",
