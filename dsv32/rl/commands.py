@@ -1,0 +1,107 @@
+"""`dsv32 train sft`, `dsv32 train grpo` and `dsv32 train post-recipe` (verbs added to the train
+group by `register_verbs(subparsers)`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _sft(args: argparse.Namespace) -> int:
+    from dsv32.checkpoint import load_model, save_checkpoint
+    from dsv32.rl.sft import SFTConfig, run_sft
+    from dsv32.rl.sft_data import cold_start_mix, read_jsonl
+    from dsv32.tokenizer import Tokenizer
+
+    init = Path(args.init)
+    if not (init / "tokenizer.json").exists():
+        raise FileNotFoundError(
+            f"{init}/tokenizer.json not found: --init must be a checkpoint with its tokenizer"
+        )
+    examples = read_jsonl(args.data) if args.data else cold_start_mix(args.examples, args.seed)
+    model, tok = load_model(init), Tokenizer.load(init / "tokenizer.json")
+    cfg = SFTConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    out = Path(args.out)
+    hist = run_sft(model, tok, examples, cfg, out / "sft_metrics.jsonl")
+    save_checkpoint(model, model.config, out)
+    tok.save(out / "tokenizer.json")
+    print(json.dumps(hist[-1]))
+    return 0
+
+
+def _grpo(args: argparse.Namespace) -> int:
+    from dsv32.checkpoint import load_model, save_checkpoint
+    from dsv32.rl.grpo import run_grpo
+    from dsv32.rl.presets import ablation, grpo_preset
+    from dsv32.tokenizer import Tokenizer
+    from dsv32.train.distributed import init_distributed, shutdown
+
+    init = Path(args.init)
+    model, tok = load_model(init), Tokenizer.load(init / "tokenizer.json")
+    cfg = grpo_preset(
+        args.preset,
+        steps=args.steps,
+        prompts_per_step=args.prompts,
+        group_size=args.group,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
+    cfg = ablation(cfg, args.ablation)
+    ctx = init_distributed("cpu")
+    out = Path(args.out)
+    hist = run_grpo(model, tok, cfg, ctx, out / "grpo_metrics.jsonl")
+    if ctx.is_main:
+        save_checkpoint(model, model.config, out)
+        tok.save(out / "tokenizer.json")
+        print(json.dumps(hist[-1]))
+    shutdown(ctx)
+    return 0
+
+
+def _recipe(args: argparse.Namespace) -> int:
+    from dsv32.rl.recipe import run_recipe
+
+    result = run_recipe(args.out, args.size, args.init, args.preset, args.seed)
+    print(json.dumps({k: result[k] for k in ("pass_at_1_sft", "pass_at_1_grpo", "seconds")}))
+    return 0
+
+
+def register_verbs(sub) -> None:
+    p = sub.add_parser("sft", help="cold-start SFT on conversations (loss on assistant tokens only)")
+    p.add_argument("--init", required=True, help="checkpoint directory with tokenizer.json")
+    p.add_argument("--data", help="SFT JSONL (default: generate the cold-start mix)")
+    p.add_argument("--examples", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_sft)
+    p = sub.add_parser("grpo", help="GRPO with the DeepSeek-V3.2 fixes (torchrun for several processes)")
+    p.add_argument("--init", required=True, help="checkpoint directory with tokenizer.json")
+    p.add_argument("--preset", default="v3.2", choices=("v3.2", "speciale"))
+    p.add_argument(
+        "--ablation",
+        default="none",
+        choices=("none", "no-unbiased-kl", "no-opsm", "no-keep-mask", "no-keep-routing"),
+    )
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--group", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_grpo)
+    p = sub.add_parser("post-recipe", help="SFT then GRPO with pass@1 before and after")
+    p.add_argument("--size", default="tiny", choices=("tiny", "small"))
+    p.add_argument("--init", help="pretrained checkpoint with tokenizer.json (default: fresh model)")
+    p.add_argument("--preset", default="v3.2", choices=("v3.2", "speciale"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_recipe)
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Standalone group (for use before the verbs are hooked into `dsv32 train`)."""
+    register_verbs(parser.add_subparsers(title="verbs", metavar="verb"))
