@@ -118,3 +118,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--attention", default="dense", choices=("dense", "sparse"))
     p.set_defaults(func=cmd_bench_precision)
+    from dsv32.rl.commands import register_verbs  # post-training verbs: sft, grpo, post-recipe
+
+    register_verbs(sub)
