@@ -127,3 +127,18 @@ def test_chat_command_streams_in_the_terminal(checkpoint, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert out.count("you> ") == 2 and "[reasoning]" in out and "[stopped at the token limit]" in out
+
+
+def test_forced_tool_call_on_an_untrained_model_is_answered_not_crashed(live):
+    client, state, _ = live
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    for thinking in (False, True):
+        resp = client.chat.completions.create(
+            model=state.model_name, messages=HELLO, tools=[tool], max_tokens=6, seed=0,
+            tool_choice={"type": "function", "function": {"name": "f"}}, extra_body={"thinking": thinking},
+        )  # fmt: skip
+        choice = resp.choices[0]
+        # Noise cannot close the forced invoke in 6 tokens: cut off (length) or reported as malformed.
+        assert choice.finish_reason in ("length", "stop") and not choice.message.tool_calls
+        assert choice.finish_reason == "length" or getattr(choice, "parse_error", None)
+    assert client.chat.completions.create(model=state.model_name, messages=HELLO, max_tokens=2).choices
