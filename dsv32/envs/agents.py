@@ -70,13 +70,19 @@ class OpenAIAgent:
             )  # fmt: skip
             msg = reply.choices[0].message
             entry: dict = {"role": "assistant", "content": msg.content or ""}
-            reasoning = getattr(msg, "reasoning_content", None) or (msg.model_extra or {}).get("reasoning_content")
+            reasoning = getattr(msg, "reasoning_content", None) or (msg.model_extra or {}).get(
+                "reasoning_content"
+            )
             if reasoning:
                 entry["reasoning_content"] = reasoning
             if not msg.tool_calls:
                 return msg.content or ""
             entry["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.function.name, "arguments": c.function.arguments},
+                }
                 for c in msg.tool_calls
             ]
             messages.append(entry)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="verb")
-    synth = sub.add_parser("synth", help="synthesize environments (builtin categories or, with --synthesizer, a model)")
+    synth = sub.add_parser(
+        "synth", help="synthesize environments (builtin categories or, with --synthesizer, a model)"
+    )
     synth.add_argument("--out", required=True, help="output directory")
     synth.add_argument("--n-envs", type=int, default=20)
     synth.add_argument("--seed", type=int, default=0)
@@ -18,7 +20,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--categories", default=None, help="comma-separated subset of categories")
     synth.add_argument("--agent", default=None, help="'baseline' (default) or an OpenAI-compatible base URL")
     synth.add_argument("--agent-model", default=None)
-    synth.add_argument("--synthesizer", default=None, help="OpenAI-compatible base URL of a model that writes a new category")
+    synth.add_argument(
+        "--synthesizer", default=None, help="OpenAI-compatible base URL of a model that writes a new category"
+    )
     synth.add_argument("--model", default=None, help="model name for --synthesizer")
     synth.add_argument("--topic", default="library book lending", help="category topic for --synthesizer")
     synth.add_argument("--no-progress", action="store_true")

@@ -37,12 +37,20 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 
 
 class Episode:
-    def __init__(self, category: Category, pristine: sqlite3.Connection, task: Task, runner: SandboxRunner | None = None):
+    def __init__(
+        self,
+        category: Category,
+        pristine: sqlite3.Connection,
+        task: Task,
+        runner: SandboxRunner | None = None,
+    ):
         self.category, self.pristine, self.task = category, pristine, task
         self.db = memory_copy(pristine)
         apply_setup(self.db, task.params)
         library = {t.spec.name: t for t in category.library()}
-        self.caller = ToolCaller(library, task.tools, ToolContext(self.db, runner or SandboxRunner(cache=False)))
+        self.caller = ToolCaller(
+            library, task.tools, ToolContext(self.db, runner or SandboxRunner(cache=False))
+        )
         self._lock = threading.Lock()
         self._n_calls = 0
 
@@ -65,7 +73,10 @@ class Episode:
             "system": system,
             "tools": self.tools(),
             "user": self.task.instruction,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": self.task.instruction}],
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": self.task.instruction},
+            ],
         }
 
     def call(self, name: str, arguments: Any) -> Any:

@@ -81,7 +81,9 @@ class Environment:
         for task in self.tasks:
             if task.task_id == task_id:
                 return task
-        raise KeyError(f"environment {self.env_id} has no task {task_id!r}; it has {[t.task_id for t in self.tasks]}")
+        raise KeyError(
+            f"environment {self.env_id} has no task {task_id!r}; it has {[t.task_id for t in self.tasks]}"
+        )
 
 
 def _check_fields(data: object, expect: dict[str, type], where: str) -> None:
@@ -91,7 +93,9 @@ def _check_fields(data: object, expect: dict[str, type], where: str) -> None:
         if key not in data:
             raise EnvFormatError(f"{where}: missing field {key!r}")
         if not isinstance(data[key], kind) or (kind is int and isinstance(data[key], bool)):
-            raise EnvFormatError(f"{where}: field {key!r} must be {kind.__name__}, got {type(data[key]).__name__}")
+            raise EnvFormatError(
+                f"{where}: field {key!r} must be {kind.__name__}, got {type(data[key]).__name__}"
+            )
 
 
 def _sha256(path: Path) -> str:
@@ -154,7 +158,9 @@ def load_environment(path: str | Path) -> Environment:
     where = str(path / "manifest.json")
     _check_fields(manifest, {"format_version": int}, where)
     if manifest["format_version"] != FORMAT_VERSION:
-        raise EnvFormatError(f"{where}: format_version {manifest['format_version']}, expected {FORMAT_VERSION}")
+        raise EnvFormatError(
+            f"{where}: format_version {manifest['format_version']}, expected {FORMAT_VERSION}"
+        )
     expect = {
         "env_id": str, "category": str, "seed": int, "description": str, "source": str,
         "tools": list, "tool_additions": list, "n_tasks": int, "db_sha256": str,
@@ -178,7 +184,9 @@ def load_environment(path: str | Path) -> Environment:
         task = Task.from_json(data, at)
         unknown = [t for t in task.tools if t not in {s.name for s in tools}]
         if unknown or task.env_id != manifest["env_id"]:
-            raise EnvFormatError(f"{at}: task names tools {unknown} or env {task.env_id!r} not in the manifest")
+            raise EnvFormatError(
+                f"{at}: task names tools {unknown} or env {task.env_id!r} not in the manifest"
+            )
         tasks.append(task)
     if len(tasks) != manifest["n_tasks"]:
         raise EnvFormatError(f"{where}: n_tasks is {manifest['n_tasks']} but tasks.jsonl has {len(tasks)}")

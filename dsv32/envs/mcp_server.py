@@ -28,14 +28,19 @@ def build_server(env_dir: str, task_id: str | None = None):
     specs = {name: episode.caller.library[name].spec for name in episode.task.tools}
 
     async def list_tools(ctx, params) -> types.ListToolsResult:
-        tools = [types.Tool(name=s.name, description=s.description, input_schema=s.parameters) for s in specs.values()]
+        tools = [
+            types.Tool(name=s.name, description=s.description, input_schema=s.parameters)
+            for s in specs.values()
+        ]
         return types.ListToolsResult(tools=tools)
 
     async def call_tool(ctx, params) -> types.CallToolResult:
         try:
             result = episode.call(params.name, params.arguments or {})
         except ToolError as err:
-            return types.CallToolResult(content=[types.TextContent(type="text", text=str(err))], is_error=True)
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=str(err))], is_error=True
+            )
         text = json.dumps(result, ensure_ascii=False, default=str)
         return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from dsv32.envs.categories.base import Category, Check, Mutation
 from dsv32.envs.format import save_environment
-from dsv32.envs.tools import MissingTool, SandboxRunner, Tool, ToolCaller, ToolCall, ToolError, ToolSpec
+from dsv32.envs.tools import MissingTool, Tool, ToolCall, ToolCaller, ToolError, ToolSpec
 from dsv32.sandbox import SandboxLimits, run_python
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def mutate(db, params, answer, rng): >= 5 [[constraint, wrong_answer]], each bre
 def baseline(call, params, rng): a weaker randomized attempt
 Reply with the module in one ```python block."""
 
-_HARNESS = r'''
+_HARNESS = r"""
 import json, random, sqlite3, sys
 req = json.load(open("request.json"))
 import code as m
@@ -82,7 +82,7 @@ except Exception as err:
 out["calls"] = calls
 db.close()
 json.dump(out, open("response.json", "w"), default=str)
-'''
+"""
 
 LIMITS = SandboxLimits(cpu_seconds=5, wall_seconds=15, memory_mb=512, site_packages=False)
 
@@ -116,7 +116,9 @@ class SandboxedCategory(Category):
             result = run_python(_HARNESS, workdir=wd, files={"code.py": self.code}, limits=LIMITS)
             response = wd / "response.json"
             if not response.is_file():
-                raise ToolError(f"model code failed in the sandbox ({result.killed_reason or 'crash'}): {result.stderr[-300:]}")
+                raise ToolError(
+                    f"model code failed in the sandbox ({result.killed_reason or 'crash'}): {result.stderr[-300:]}"
+                )
             out = json.loads(response.read_text())
             if write_back and db is not None and (wd / "db.sqlite").is_file():
                 disk = sqlite3.connect(wd / "db.sqlite")
@@ -177,11 +179,15 @@ class SandboxedCategory(Category):
         checks = out.get("checks")
         if "error" in out or not isinstance(checks, list):
             return [Check("answer_format", False, f"verifier error: {out.get('error', 'no checks')}")]
-        return [Check(str(c[0]), bool(c[1]), str(c[2])) for c in checks if isinstance(c, list) and len(c) == 3]
+        return [
+            Check(str(c[0]), bool(c[1]), str(c[2])) for c in checks if isinstance(c, list) and len(c) == 3
+        ]
 
     def mutations(self, initial, params, answer, rng):
         out = self._run("mutate", initial, params=params, answer=answer, seed=rng.randrange(2**31))
-        return [Mutation(str(m[0]), m[1]) for m in out.get("mutations", []) if isinstance(m, list) and len(m) == 2]
+        return [
+            Mutation(str(m[0]), m[1]) for m in out.get("mutations", []) if isinstance(m, list) and len(m) == 2
+        ]
 
 
 def extract_code(text: str) -> str:
@@ -195,7 +201,9 @@ def ask_model(base_url: str, model: str, topic: str, api_key: str = "none") -> s
     from openai import OpenAI
 
     client = OpenAI(base_url=base_url, api_key=api_key, timeout=120, max_retries=0)
-    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": PROMPT.format(topic=topic)}])
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": PROMPT.format(topic=topic)}]
+    )
     return extract_code(reply.choices[0].message.content)
 
 
@@ -210,10 +218,11 @@ def synthesize_with_model(base_url: str, model: str, out_dir: str | Path, topic:
     records, n_tasks, paths = [], 0, []
     for i in range(n_envs):
         env_id = f"{name}-{i:05d}"
-        env, db, recs = synthesize_environment(category, env_id, env_seed(seed, name, i), options=SynthOptions(k=k, retries=0))
+        env, db, recs = synthesize_environment(
+            category, env_id, env_seed(seed, name, i), options=SynthOptions(k=k, retries=0)
+        )
         env.source, env.code = "model", code
         paths.append(str(save_environment(env, db, out_dir)))
         records += recs
         n_tasks += len(env.tasks)
     return {"category": name, "n_envs": n_envs, "n_tasks": n_tasks, "envs": paths, "records": records}
-

@@ -73,7 +73,10 @@ def synthesize_many(
     out_dir.mkdir(parents=True, exist_ok=True)
     categories = categories or category_names()
     workers = workers or min(os.cpu_count() or 1, 2)
-    jobs = [(env_id, cat, s, str(out_dir), k, agent, agent_model) for env_id, cat, s in plan(n_envs, categories, seed)]
+    jobs = [
+        (env_id, cat, s, str(out_dir), k, agent, agent_model)
+        for env_id, cat, s in plan(n_envs, categories, seed)
+    ]
     start = time.monotonic()
     results = []
     bar = None
@@ -108,7 +111,9 @@ def synthesize_many(
     tmp = out_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1))
     os.replace(tmp, out_dir / "summary.json")
-    logger.info("synthesized %d environments, %d tasks in %.1fs", summary["n_envs"], summary["n_tasks"], elapsed)
+    logger.info(
+        "synthesized %d environments, %d tasks in %.1fs", summary["n_envs"], summary["n_tasks"], elapsed
+    )
     return summary
 
 

@@ -11,7 +11,9 @@ def _table(header: list[str], body: list[list]) -> str:
     cells = [header] + [[str(x) for x in row] for row in body]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells[1:])])
+    return "\n".join(
+        [line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells[1:])]
+    )
 
 
 def category_level_table(records: list[dict]) -> str:
@@ -33,7 +35,9 @@ def category_level_table(records: list[dict]) -> str:
 
 
 def difficulty_rows(records: list[dict]) -> list[dict]:
-    by_level: dict = defaultdict(lambda: {"cands": 0, "solvable": 0, "att": 0, "succ": 0, "kept": 0, "katt": 0, "ksucc": 0})
+    by_level: dict = defaultdict(
+        lambda: {"cands": 0, "solvable": 0, "att": 0, "succ": 0, "kept": 0, "katt": 0, "ksucc": 0}
+    )
     for r in records:
         row = by_level[r["level"]]
         row["cands"] += 1

@@ -79,7 +79,9 @@ def synthesize_environment(
     while params is not None:
         report = GateReport(reason="no candidate")
         for attempt in range(options.retries + 1):
-            answer, solved, _ = solve_with_tool_addition(category, db, library, toolset, additions, params, runner)
+            answer, solved, _ = solve_with_tool_addition(
+                category, db, library, toolset, additions, params, runner
+            )
             report = check_solution_and_mutations(category, db, solved, params, answer, rng)
             solved.close()
             if report.kept or attempt == options.retries:

@@ -66,7 +66,9 @@ class ToolSpec:
 
     @staticmethod
     def from_json(data: dict) -> ToolSpec:
-        return ToolSpec(data["name"], data["description"], data["parameters"], bool(data.get("writes", False)))
+        return ToolSpec(
+            data["name"], data["description"], data["parameters"], bool(data.get("writes", False))
+        )
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,9 @@ def _type_ok(value: Any, schema: dict) -> bool:
 
 def validate_value(value: Any, schema: dict, where: str) -> None:
     if not _type_ok(value, schema):
-        raise ToolError(f"{where} must be of type {schema.get('type')}, got {type(value).__name__} {value!r:.60}")
+        raise ToolError(
+            f"{where} must be of type {schema.get('type')}, got {type(value).__name__} {value!r:.60}"
+        )
     if "enum" in schema and value not in schema["enum"]:
         raise ToolError(f"{where} must be one of {schema['enum']}, got {value!r:.60}")
     if isinstance(value, list) and "items" in schema:
@@ -152,7 +156,9 @@ def parse_arguments(raw: Any, tool_name: str) -> dict:
         try:
             raw = json.loads(raw) if raw.strip() else {}
         except json.JSONDecodeError as err:
-            raise ToolError(f"tool {tool_name!r}: arguments are not valid JSON ({err.msg} at {err.pos})") from None
+            raise ToolError(
+                f"tool {tool_name!r}: arguments are not valid JSON ({err.msg} at {err.pos})"
+            ) from None
     if not isinstance(raw, dict):
         raise ToolError(f"tool {tool_name!r}: arguments must be a JSON object, got {type(raw).__name__}")
     return raw

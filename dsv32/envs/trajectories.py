@@ -21,12 +21,16 @@ from dsv32.envs.format import Task, load_environment
 from dsv32.envs.tools import SandboxRunner, ToolCaller, ToolContext
 
 
-def render_trajectory(category: Category, pristine, task: Task, runner: SandboxRunner | None = None) -> dict | None:
+def render_trajectory(
+    category: Category, pristine, task: Task, runner: SandboxRunner | None = None
+) -> dict | None:
     """{"task_id", "messages", "reward"} or None when the replayed solution does not pass."""
     db = memory_copy(pristine)
     apply_setup(db, task.params)
     library = {t.spec.name: t for t in category.library()}
-    caller = ToolCaller(library, task.tools, ToolContext(db, runner or getattr(category, "runner", None) or SandboxRunner()))
+    caller = ToolCaller(
+        library, task.tools, ToolContext(db, runner or getattr(category, "runner", None) or SandboxRunner())
+    )
     answer = category.solve(caller, task.params)
     grade = grade_answer(category, pristine, db, task.params, answer) if answer is not None else None
     db.close()
@@ -46,11 +50,23 @@ def render_trajectory(category: Category, pristine, task: Task, runner: SandboxR
                             "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}],
         })  # fmt: skip
         result = call.result if call.error is None else {"error": call.error}
-        messages.append({"role": "tool", "tool_call_id": call_id, "content": json.dumps(result, ensure_ascii=False, default=str)})
+        messages.append(
+            {
+                "role": "tool",
+                "tool_call_id": call_id,
+                "content": json.dumps(result, ensure_ascii=False, default=str),
+            }
+        )
     final = answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
     messages.append({"role": "assistant", "reasoning_content": "I have everything the task asks for and every constraint holds, so I give the final answer.",
                      "content": final})  # fmt: skip
-    return {"task_id": task.task_id, "category": task.category, "level": task.level, "messages": messages, "reward": grade.reward}
+    return {
+        "task_id": task.task_id,
+        "category": task.category,
+        "level": task.level,
+        "messages": messages,
+        "reward": grade.reward,
+    }
 
 
 def write_trajectories(env_dirs: list[Path], output: Path) -> int:

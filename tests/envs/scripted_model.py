@@ -84,7 +84,9 @@ def baseline(call, p, rng):
 
 # the same module with a verifier that accepts anything: the gates must reject its tasks
 LAX = LENDING.replace('    return [["lent", all(i in lent', '    return [["lent", True or all(i in lent')
-LAX = LAX.replace('["author", all(authors', '["author", True or all(authors').replace('["count", len(ids)', '["count", True or len(set(ids))')
+LAX = LAX.replace('["author", all(authors', '["author", True or all(authors').replace(
+    '["count", len(ids)', '["count", True or len(set(ids))'
+)
 
 
 class ScriptedModel:
@@ -98,9 +100,19 @@ class ScriptedModel:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append(body)
-                reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": f"```python\n{outer.module}```"}}]}
+                reply = {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": f"```python\n{outer.module}```"},
+                        }
+                    ],
+                }
                 data = json.dumps(reply).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

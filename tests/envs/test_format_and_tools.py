@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from dsv32.envs.format import EnvFormatError, list_environments, load_environment
-from dsv32.envs.tools import ToolCaller, ToolContext, ToolError, MissingTool, validate_arguments
 from dsv32.envs.categories.travel import Travel
 from dsv32.envs.episode import Episode
+from dsv32.envs.format import EnvFormatError, list_environments, load_environment
+from dsv32.envs.tools import MissingTool, ToolCaller, ToolContext, ToolError, validate_arguments
 
 
 def _one_env(synth_dir):
@@ -62,8 +62,12 @@ def test_missing_directory_is_file_not_found(tmp_path):
 def test_tool_argument_validation_messages():
     schema = Travel().library()[2].spec.parameters  # search_hotels(city, min_rating?)
     validate_arguments({"city": "Hangzhou", "min_rating": 4}, schema, "t")
-    for args, msg in [({}, "missing required argument"), ({"city": 3}, "must be of type string"),
-                      ({"city": "x", "stars": 5}, "unknown argument"), ({"city": "x", "min_rating": True}, "type number")]:
+    for args, msg in [
+        ({}, "missing required argument"),
+        ({"city": 3}, "must be of type string"),
+        ({"city": "x", "stars": 5}, "unknown argument"),
+        ({"city": "x", "min_rating": True}, "type number"),
+    ]:
         with pytest.raises(ToolError, match=msg):
             validate_arguments(args, schema, "t")
 

@@ -18,7 +18,15 @@ from .scripted_model import LAX, LENDING, ScriptedModel
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["days", "answer", "booking_id", "city", "hotel", "restaurants", "x"]) | st.text(max_size=5), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["days", "answer", "booking_id", "city", "hotel", "restaurants", "x"])
+            | st.text(max_size=5),
+            inner,
+            max_size=4,
+        )
+    ),
     max_leaves=12,
 )
 
@@ -45,7 +53,9 @@ def test_mcp_stdio_server_with_sdk_client(synth_dir):
     env_dir = next(p for p in list_environments(out) if p.name.startswith("flights"))
 
     async def session():
-        params = StdioServerParameters(command=sys.executable, args=["-m", "dsv32.cli", "envs", "mcp", "--env", str(env_dir)])
+        params = StdioServerParameters(
+            command=sys.executable, args=["-m", "dsv32.cli", "envs", "mcp", "--env", str(env_dir)]
+        )
         async with Client(params) as client:
             tools = await client.list_tools()
             airports = await client.call_tool("list_airports", {})

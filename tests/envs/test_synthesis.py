@@ -33,7 +33,9 @@ def test_every_category_yields_gated_tasks(synth_dir):
 
 def test_tool_additions_are_recorded_and_used(synth_dir):
     out, _ = synth_dir
-    added = [(load_environment(p), a) for p in list_environments(out) for a in load_environment(p).tool_additions]
+    added = [
+        (load_environment(p), a) for p in list_environments(out) for a in load_environment(p).tool_additions
+    ]
     assert added, "some category must need a tool the base toolset lacks"
     for env, add in added:
         category = get_category(env.category)
@@ -110,9 +112,22 @@ def test_statistics_table_and_cli(synth_dir, capsys, tmp_path):
     out, summary = synth_dir
     records = load_candidates(out)
     table = category_level_table(records)
-    assert f"| total" in table and all(f"| {c}" in table for c in category_names())
-    code = cli_main(["envs", "synth", "--out", str(tmp_path / "cli"), "--n-envs", "2", "--categories", "travel",
-                     "--no-progress", "--k", "2"])
+    assert "| total" in table and all(f"| {c}" in table for c in category_names())
+    code = cli_main(
+        [
+            "envs",
+            "synth",
+            "--out",
+            str(tmp_path / "cli"),
+            "--n-envs",
+            "2",
+            "--categories",
+            "travel",
+            "--no-progress",
+            "--k",
+            "2",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0 and "baseline pass rate" in printed and '"n_envs": 2' in printed
     assert cli_main(["envs", "show", "--env", str(tmp_path / "nope")]) == 2

@@ -13,6 +13,8 @@ REGISTRY: dict[str, str] = {
     "restaurants": "dsv32.envs.categories.restaurants:Restaurants",
     "ecommerce": "dsv32.envs.categories.ecommerce:Ecommerce",
     "timetabling": "dsv32.envs.categories.timetabling:Timetabling",
+    "budgeting": "dsv32.envs.categories.budgeting:Budgeting",
+    "inventory": "dsv32.envs.categories.inventory:Inventory",
     "meetings": "dsv32.envs.categories.meetings:Meetings",
     "code_agent": "dsv32.envs.categories.code_agent:CodeAgent",
     "code_interpreter": "dsv32.envs.categories.code_interpreter:CodeInterpreter",

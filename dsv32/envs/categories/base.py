@@ -137,10 +137,14 @@ class Category:
     def solve(self, call: ToolCaller, params: dict) -> Any:
         raise NotImplementedError
 
-    def verify(self, initial: sqlite3.Connection, final: sqlite3.Connection, params: dict, answer: Any) -> list[Check]:
+    def verify(
+        self, initial: sqlite3.Connection, final: sqlite3.Connection, params: dict, answer: Any
+    ) -> list[Check]:
         raise NotImplementedError
 
-    def mutations(self, initial: sqlite3.Connection, params: dict, answer: Any, rng: random.Random) -> list[Mutation]:
+    def mutations(
+        self, initial: sqlite3.Connection, params: dict, answer: Any, rng: random.Random
+    ) -> list[Mutation]:
         raise NotImplementedError
 
     def baseline(self, call: ToolCaller, params: dict, rng: random.Random) -> Any:

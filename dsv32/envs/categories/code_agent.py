@@ -34,7 +34,7 @@ def run_suite(runner: SandboxRunner, files: dict[str, str]) -> dict:
     result = runner.python(RUN_TESTS, files)
     for line in result.stdout.splitlines():
         if line.startswith("@@RESULT "):
-            out = json.loads(line[len("@@RESULT "):])
+            out = json.loads(line[len("@@RESULT ") :])
             out["output"] = result.stdout[-1500:]
             return out
     reason = result.killed_reason or "test run crashed"
@@ -73,7 +73,11 @@ def run_tests(ctx):
 def search_code(ctx, pattern):
     hits = []
     for path, content in _files(ctx.db).items():
-        hits += [{"path": path, "line": i, "text": t} for i, t in enumerate(content.splitlines(), 1) if pattern in t]
+        hits += [
+            {"path": path, "line": i, "text": t}
+            for i, t in enumerate(content.splitlines(), 1)
+            if pattern in t
+        ]
     return hits[:50]
 
 
@@ -103,10 +107,15 @@ class CodeAgent(Category):
         for i, (tname, src, tests) in enumerate(chosen):
             mod = modules[i % len(modules)]
             fname = f"{rng.choice(NAME_PARTS)}_{tname}"
-            header = f"from {pkg}.helpers import " + ", ".join(sorted(helper_names.values())) + "  # noqa: F401\n"
+            header = (
+                f"from {pkg}.helpers import " + ", ".join(sorted(helper_names.values())) + "  # noqa: F401\n"
+            )
             files[mod] = files.get(mod, header) + "\n\n" + src.format(f=fname, **fmt)
             test_path = f"tests/test_{mod.split('/')[-1]}"
-            base = files.get(test_path, f"import unittest\n\nfrom {mod[:-3].replace('/', '.')} import *  # noqa: F403\n\n\nclass TestModule(unittest.TestCase):\n")
+            base = files.get(
+                test_path,
+                f"import unittest\n\nfrom {mod[:-3].replace('/', '.')} import *  # noqa: F403\n\n\nclass TestModule(unittest.TestCase):\n",
+            )
             body = "".join(f"        {t.format(f=fname)}\n" for t in tests)
             files[test_path] = base + f"    def test_{fname}(self):\n{body}\n"
         db.executemany("INSERT INTO files VALUES (?,?)", sorted(files.items()))
@@ -122,8 +131,15 @@ class CodeAgent(Category):
             for i, line in enumerate(content.splitlines()):
                 for find, repl in BUG_RULES:
                     buggy = line.replace(find, repl)
-                    if find in line and line.count(find) == 1 and content.count(line) == 1 and buggy not in content:
-                        out.append({"path": path, "line": i, "original": line, "buggy": line.replace(find, repl)})
+                    if (
+                        find in line
+                        and line.count(find) == 1
+                        and content.count(line) == 1
+                        and buggy not in content
+                    ):
+                        out.append(
+                            {"path": path, "line": i, "original": line, "buggy": line.replace(find, repl)}
+                        )
         return out
 
     def _with_bugs(self, db, bugs, rng, level, constraints):
@@ -140,7 +156,9 @@ class CodeAgent(Category):
     def initial_task(self, db, rng):
         sites = self._bug_sites(db, in_helpers=False)
         for _ in range(4 if sites else 0):
-            found = self._with_bugs(db, [rng.choice(sites)], rng, 1, ["tests_pass", "tests_untouched", "files_intact"])
+            found = self._with_bugs(
+                db, [rng.choice(sites)], rng, 1, ["tests_pass", "tests_untouched", "files_intact"]
+            )
             if found:
                 return found
         return None
@@ -152,7 +170,9 @@ class CodeAgent(Category):
             if level == 2 and b:
                 found = self._with_bugs(db, [rng.choice(b)], rng, 2, p["constraints"] + ["helper"])
             elif level == 3 and a and b:
-                found = self._with_bugs(db, [rng.choice(a), rng.choice(b)], rng, 3, p["constraints"] + ["two_bugs"])
+                found = self._with_bugs(
+                    db, [rng.choice(a), rng.choice(b)], rng, 3, p["constraints"] + ["two_bugs"]
+                )
             else:
                 return None
             if found:
@@ -170,11 +190,15 @@ class CodeAgent(Category):
         for bug in p["bugs"]:
             if bug["path"].endswith("helpers.py"):
                 helper = bug["original"]
-                call.note(f"The failing test {before['failed']} calls a helper; I search where the faulty logic lives.")
+                call.note(
+                    f"The failing test {before['failed']} calls a helper; I search where the faulty logic lives."
+                )
                 call("search_code", pattern=helper.strip())
             call.note(f"I read {bug['path']} to inspect the suspicious line.")
             call("read_file", path=bug["path"])
-            call.note(f"Line {bug['line'] + 1} reads `{bug['buggy'].strip()}`; it should be `{bug['original'].strip()}`.")
+            call.note(
+                f"Line {bug['line'] + 1} reads `{bug['buggy'].strip()}`; it should be `{bug['original'].strip()}`."
+            )
             call("edit_file", path=bug["path"], old=bug["buggy"], new=bug["original"])
         call.note("Now I rerun the tests to confirm the fix.")
         after = call("run_tests")
@@ -190,23 +214,52 @@ class CodeAgent(Category):
         if changed or gone:
             return checks  # already rejected; skip the sandbox run
         result = run_suite(self.runner, after)
-        check(checks, "tests_pass", result["passed"], f"tests fail: {result['failed'] or result['output'][-300:]}")
+        check(
+            checks,
+            "tests_pass",
+            result["passed"],
+            f"tests fail: {result['failed'] or result['output'][-300:]}",
+        )
         return checks
 
     def mutations(self, initial, p, answer, rng):
         files = _files(initial)
         tests = sorted(t for t in files if t.startswith("tests/test_"))
-        code = sorted(t for t in files if t.endswith(".py") and not t.startswith("tests/") and not t.endswith("__init__.py"))
+        code = sorted(
+            t
+            for t in files
+            if t.endswith(".py") and not t.startswith("tests/") and not t.endswith("__init__.py")
+        )
         upd = "UPDATE files SET content=? WHERE path=?"
         out = [Mutation("tests_pass", answer, [(sql, tuple(args)) for sql, args in p["setup"]])]
         for bug in p["bugs"][1:]:
-            out.append(Mutation("tests_pass", answer, [(upd, (files[bug["path"]].replace(bug["original"], bug["buggy"]), bug["path"]))]))
+            out.append(
+                Mutation(
+                    "tests_pass",
+                    answer,
+                    [(upd, (files[bug["path"]].replace(bug["original"], bug["buggy"]), bug["path"]))],
+                )
+            )
         out.append(Mutation("tests_pass", answer, [(upd, (files[code[0]] + "\ndef broken(:\n", code[0]))]))
-        out.append(Mutation("tests_pass", answer, [(upd, (files[code[-1]] + "\nraise RuntimeError('import-time failure')\n", code[-1]))]))
+        out.append(
+            Mutation(
+                "tests_pass",
+                answer,
+                [(upd, (files[code[-1]] + "\nraise RuntimeError('import-time failure')\n", code[-1]))],
+            )
+        )
         first = tests[0]
         line = next(ln for ln in files[first].splitlines() if "self.assert" in ln)
-        out.append(Mutation("tests_untouched", answer, [(upd, (files[first].replace(line, "        self.assertTrue(True)"), first))]))
-        out.append(Mutation("tests_untouched", answer, [(upd, (files[tests[-1]] + "\n# edited\n", tests[-1]))]))
+        out.append(
+            Mutation(
+                "tests_untouched",
+                answer,
+                [(upd, (files[first].replace(line, "        self.assertTrue(True)"), first))],
+            )
+        )
+        out.append(
+            Mutation("tests_untouched", answer, [(upd, (files[tests[-1]] + "\n# edited\n", tests[-1]))])
+        )
         out.append(Mutation("files_intact", answer, [("DELETE FROM files WHERE path=?", ("README.md",))]))
         return out
 
@@ -223,7 +276,9 @@ class CodeAgent(Category):
                        if x.endswith(".py") and not x.startswith("tests/")}  # fmt: skip
             body = _function_lines(sources, func)
             if "helper" in att:
-                for name in {w.split("(")[0] for _, ln in body for w in ln.split() if w.startswith("_") and "(" in w}:
+                for name in {
+                    w.split("(")[0] for _, ln in body for w in ln.split() if w.startswith("_") and "(" in w
+                }:
                     body += _function_lines(sources, name)
             fixes = [(path, ln, ln.replace(repl, find)) for path, ln in body for find, repl in BUG_RULES
                      if repl in ln and sources[path].count(ln) == 1]  # fmt: skip

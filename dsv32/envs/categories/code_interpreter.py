@@ -48,17 +48,38 @@ def _sales(files: dict[str, str]) -> list[dict]:
 
 def expected(files: dict[str, str], p: dict):
     """The exact answer, computed on the host (independently of `program`)."""
-    cost = {r["product"]: (r["category"], float(r["cost"])) for r in csv.DictReader(io.StringIO(files["products.csv"]))}
+    cost = {
+        r["product"]: (r["category"], float(r["cost"]))
+        for r in csv.DictReader(io.StringIO(files["products.csv"]))
+    }
     good = [r for r in _sales(files) if r["units"].strip()]
     units = lambda r: int(r["units"])  # noqa: E731
     if p["level"] == 1:
         return sum(units(r) for r in good if r["region"] == p["region"])
     if p["level"] == 2:
-        return round(sum(units(r) * float(r["price"]) for r in good if r["product"] == p["product"] and r["date"][:7] == p["month"]), 2)
+        return round(
+            sum(
+                units(r) * float(r["price"])
+                for r in good
+                if r["product"] == p["product"] and r["date"][:7] == p["month"]
+            ),
+            2,
+        )
     profit = lambda r: units(r) * (float(r["price"]) - cost[r["product"]][1])  # noqa: E731
     if p["level"] == 3:
-        return round(sum(profit(r) for r in good if r["region"] == p["region"] and cost[r["product"]][0] == p["category"]), 2)
-    total = lambda m: sum(profit(r) for r in good if r["region"] == p["region"] and r["date"][:7] == m and cost[r["product"]][0] == p["category"])  # noqa: E731
+        return round(
+            sum(
+                profit(r)
+                for r in good
+                if r["region"] == p["region"] and cost[r["product"]][0] == p["category"]
+            ),
+            2,
+        )
+    total = lambda m: sum(
+        profit(r)
+        for r in good
+        if r["region"] == p["region"] and r["date"][:7] == m and cost[r["product"]][0] == p["category"]
+    )  # noqa: E731
     return round(total(p["m2"]) - total(p["m1"]), 2)
 
 
@@ -78,11 +99,15 @@ def program(p: dict, att: set[str]) -> str:
     elif p["level"] == 2:
         month = f"r['date'][:7] == {p['month']!r}" if "month" in att else "True"
         value = revenue if "revenue" in att else "int(r['units'])"
-        lines.append(f"print(round(sum({value} for r in rows if r['product'] == {p['product']!r} and {month}), 2))")
+        lines.append(
+            f"print(round(sum({value} for r in rows if r['product'] == {p['product']!r} and {month}), 2))"
+        )
     elif p["level"] == 3:
         lines.append(f"print(round(sum({profit} for r in rows if {region} and {category}), 2))")
     else:
-        lines.append(f"def total(m):\n    return sum({profit} for r in rows if {region} and r['date'][:7] == m and {category})")
+        lines.append(
+            f"def total(m):\n    return sum({profit} for r in rows if {region} and r['date'][:7] == m and {category})"
+        )
         value = f"total({p['m2']!r}) - total({p['m1']!r})" if "growth" in att else f"total({p['m2']!r})"
         lines.append(f"print(round({value}, 2))")
     return "\n".join(lines) + "\n"
@@ -121,8 +146,19 @@ class CodeInterpreter(Category):
         for _ in range(rng.randint(60, 120)):
             month, name = rng.choice(["2024-01", "2024-02", "2024-03"]), rng.choice(products)
             units = "" if rng.random() < 0.06 else str(rng.randint(1, 20))
-            w.writerow([f"{month}-{rng.randint(1, 28):02d}", rng.choice(regions), name, units, f"{prices[name] * rng.uniform(0.9, 1.1):.2f}"])
-        db.executemany("INSERT INTO files VALUES (?,?)", [("products.csv", prod.getvalue()), ("sales.csv", sales.getvalue())])
+            w.writerow(
+                [
+                    f"{month}-{rng.randint(1, 28):02d}",
+                    rng.choice(regions),
+                    name,
+                    units,
+                    f"{prices[name] * rng.uniform(0.9, 1.1):.2f}",
+                ]
+            )
+        db.executemany(
+            "INSERT INTO files VALUES (?,?)",
+            [("products.csv", prod.getvalue()), ("sales.csv", sales.getvalue())],
+        )
         return f"sales.csv and products.csv: {len(products)} products in {len(regions)} regions"
 
     def initial_task(self, db, rng):
@@ -140,7 +176,13 @@ class CodeInterpreter(Category):
             return dict(p, level=3, category=rng.choice(sorted({r["category"] for r in csv.DictReader(io.StringIO(files["products.csv"]))})),
                         constraints=p["constraints"] + ["join", "profit"])  # fmt: skip
         if level == 4:
-            return dict(p, level=4, m1="2024-01", m2=rng.choice(["2024-02", "2024-03"]), constraints=p["constraints"] + ["growth"])
+            return dict(
+                p,
+                level=4,
+                m1="2024-01",
+                m2=rng.choice(["2024-02", "2024-03"]),
+                constraints=p["constraints"] + ["growth"],
+            )
         return None
 
     def instruction(self, p):
@@ -171,7 +213,10 @@ class CodeInterpreter(Category):
         want = expected(_files(initial), p)
         wrong = [want + 1, want - 1, want + 0.02, want - 0.02, want + 100]
         out = [Mutation("answer_value", {"answer": w}) for w in wrong]
-        return out + [Mutation("answer_format", {"answer": str(want) + "?"}), Mutation("answer_format", {"value": want})]
+        return out + [
+            Mutation("answer_format", {"answer": str(want) + "?"}),
+            Mutation("answer_format", {"value": want}),
+        ]
 
     def baseline(self, call: ToolCaller, p, rng: random.Random):
         att = attends(rng, p)

@@ -9,7 +9,9 @@ edit is the fix the solution makes).
 from __future__ import annotations
 
 HELPERS = {
-    "clamp": ("def {h}(x, lo, hi):\n    if x < lo:\n        return lo\n    if x > hi:\n        return hi\n    return x\n"),
+    "clamp": (
+        "def {h}(x, lo, hi):\n    if x < lo:\n        return lo\n    if x > hi:\n        return hi\n    return x\n"
+    ),
     "safe_div": ("def {h}(a, b):\n    if b == 0:\n        return 0\n    return a / b\n"),
     "last_index": ("def {h}(items):\n    return len(items) - 1\n"),
     "total": ("def {h}(values):\n    acc = 0\n    for v in values:\n        acc = acc + v\n    return acc\n"),

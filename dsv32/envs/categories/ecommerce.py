@@ -13,16 +13,35 @@ import random
 from dsv32.envs.categories.base import Category, Mutation, attends, check, need, parse_json_answer, rows
 from dsv32.envs.tools import I, S, ToolCaller, ToolError, tool
 
-PRODUCTS = ("kettle", "headphones", "backpack", "desk lamp", "yoga mat", "teapot", "keyboard", "umbrella", "blender", "scarf")
+PRODUCTS = (
+    "kettle",
+    "headphones",
+    "backpack",
+    "desk lamp",
+    "yoga mat",
+    "teapot",
+    "keyboard",
+    "umbrella",
+    "blender",
+    "scarf",
+)
 CUSTOMERS = ("alice", "bing", "carmen", "deng", "elena", "feng")
 
 
-@tool("get_orders", "A customer's orders: id, day placed, status (pending/delivered/cancelled).", customer=S("customer id"))
+@tool(
+    "get_orders",
+    "A customer's orders: id, day placed, status (pending/delivered/cancelled).",
+    customer=S("customer id"),
+)
 def get_orders(ctx, customer):
     return rows(ctx.db, "SELECT id, day, status FROM orders WHERE customer=? ORDER BY id", (customer,))
 
 
-@tool("get_order", "Items of an order: product id, name, quantity, price paid, final-sale flag.", order_id=I("order id"))
+@tool(
+    "get_order",
+    "Items of an order: product id, name, quantity, price paid, final-sale flag.",
+    order_id=I("order id"),
+)
 def get_order(ctx, order_id):
     if not rows(ctx.db, "SELECT 1 FROM orders WHERE id=?", (order_id,)):
         raise ToolError(f"no order {order_id}")
@@ -30,7 +49,10 @@ def get_order(ctx, order_id):
     return rows(ctx.db, sql + " ORDER BY i.product_id", (order_id,))
 
 
-@tool("get_return_policy", "Today's day number, the return window in days, and whether final-sale items can be returned.")
+@tool(
+    "get_return_policy",
+    "Today's day number, the return window in days, and whether final-sale items can be returned.",
+)
 def get_return_policy(ctx):
     return rows(ctx.db, "SELECT today, window_days, 0 AS final_sale_returnable FROM policy")[0]
 
@@ -38,14 +60,25 @@ def get_return_policy(ctx):
 @tool("create_return", "Return a quantity of an item from an order; refunds quantity x price paid.", True,
       order_id=I("order id"), product_id=I("product id"), qty=I("quantity"))  # fmt: skip
 def create_return(ctx, order_id, product_id, qty):
-    item = rows(ctx.db, "SELECT i.qty, i.price, o.status FROM items i JOIN orders o ON o.id = i.order_id WHERE i.order_id=? AND i.product_id=?", (order_id, product_id))
+    item = rows(
+        ctx.db,
+        "SELECT i.qty, i.price, o.status FROM items i JOIN orders o ON o.id = i.order_id WHERE i.order_id=? AND i.product_id=?",
+        (order_id, product_id),
+    )
     if not item or item[0]["status"] != "delivered":
         raise ToolError(f"order {order_id} has no delivered product {product_id}")
-    done = rows(ctx.db, "SELECT COALESCE(SUM(qty), 0) AS n FROM returns WHERE order_id=? AND product_id=?", (order_id, product_id))[0]["n"]
+    done = rows(
+        ctx.db,
+        "SELECT COALESCE(SUM(qty), 0) AS n FROM returns WHERE order_id=? AND product_id=?",
+        (order_id, product_id),
+    )[0]["n"]
     if qty < 1 or qty + done > item[0]["qty"]:
         raise ToolError(f"can return at most {item[0]['qty'] - done} of product {product_id}")
     refund = round(qty * item[0]["price"], 2)
-    cur = ctx.db.execute("INSERT INTO returns(order_id, product_id, qty, refund) VALUES (?,?,?,?)", (order_id, product_id, qty, refund))
+    cur = ctx.db.execute(
+        "INSERT INTO returns(order_id, product_id, qty, refund) VALUES (?,?,?,?)",
+        (order_id, product_id, qty, refund),
+    )
     return {"return_id": cur.lastrowid, "refund": refund}
 
 
@@ -86,7 +119,10 @@ class Ecommerce(Category):
             CREATE TABLE returns(id INTEGER PRIMARY KEY AUTOINCREMENT, order_id INT, product_id INT, qty INT, refund REAL);
             CREATE TABLE policy(today INT, window_days INT);""")
         for i, name in enumerate(rng.sample(PRODUCTS, 8)):
-            db.execute("INSERT INTO products VALUES (?,?,?,?,?)", (i + 1, name, rng.randrange(500, 20000) / 100, rng.randint(0, 30), rng.random() < 0.25))
+            db.execute(
+                "INSERT INTO products VALUES (?,?,?,?,?)",
+                (i + 1, name, rng.randrange(500, 20000) / 100, rng.randint(0, 30), rng.random() < 0.25),
+            )
         today = 100
         db.execute("INSERT INTO policy VALUES (?,?)", (today, rng.choice([14, 30])))
         oid = 1000
@@ -94,10 +130,15 @@ class Ecommerce(Category):
             for _ in range(rng.randint(3, 6)):
                 oid += rng.randint(1, 7)
                 status = rng.choice(["delivered", "delivered", "delivered", "pending", "cancelled"])
-                db.execute("INSERT INTO orders VALUES (?,?,?,?)", (oid, cust, today - rng.randint(0, 60), status))
+                db.execute(
+                    "INSERT INTO orders VALUES (?,?,?,?)", (oid, cust, today - rng.randint(0, 60), status)
+                )
                 for pid in rng.sample(range(1, 9), rng.randint(1, 3)):
                     price = rows(db, "SELECT price FROM products WHERE id=?", (pid,))[0]["price"]
-                    db.execute("INSERT INTO items VALUES (?,?,?,?)", (oid, pid, rng.randint(1, 4), round(price * rng.choice([1, 0.9, 0.8]), 2)))
+                    db.execute(
+                        "INSERT INTO items VALUES (?,?,?,?)",
+                        (oid, pid, rng.randint(1, 4), round(price * rng.choice([1, 0.9, 0.8]), 2)),
+                    )
         return "products, four customers' orders, a return policy"
 
     def initial_task(self, db, rng):
@@ -115,7 +156,9 @@ class Ecommerce(Category):
 
     def harden(self, db, p, rng):
         if p["level"] == 1:
-            return dict(p, level=2, constraints=["all_eligible", "eligible_only", "full_quantity", "refund_total"])
+            return dict(
+                p, level=2, constraints=["all_eligible", "eligible_only", "full_quantity", "refund_total"]
+            )
         if p["level"] == 2:
             return dict(p, level=3, constraints=p["constraints"] + ["cancel_pending", "others_untouched"])
         return None
@@ -131,7 +174,11 @@ class Ecommerce(Category):
     def solve(self, call: ToolCaller, p):
         if p["level"] == 1:
             call.note("A single return of the requested quantity; the refund is quantity x price paid.")
-            return {"refund_total": call("create_return", order_id=p["order"], product_id=p["product"], qty=p["qty"])["refund"]}
+            return {
+                "refund_total": call(
+                    "create_return", order_id=p["order"], product_id=p["product"], qty=p["qty"]
+                )["refund"]
+            }
         call.note("I need the policy (window and final-sale rule) before deciding what is returnable.")
         policy = call("get_return_policy")
         total = 0.0
@@ -142,7 +189,9 @@ class Ecommerce(Category):
                 continue
             for item in call("get_order", order_id=order["id"]):
                 if not item["final_sale"]:
-                    total += call("create_return", order_id=order["id"], product_id=item["product_id"], qty=item["qty"])["refund"]
+                    total += call(
+                        "create_return", order_id=order["id"], product_id=item["product_id"], qty=item["qty"]
+                    )["refund"]
         return {"refund_total": round(total, 2)}
 
     def verify(self, initial, final, p, answer):
@@ -154,20 +203,55 @@ class Ecommerce(Category):
         refunds = rows(final, "SELECT COALESCE(SUM(refund), 0) AS s FROM returns")[0]["s"]
         prices = {(r["order_id"], r["product_id"]): r["price"] for r in rows(initial, "SELECT * FROM items")}
         fair = round(sum(q * prices.get(k, 0) for k, q in got.items()), 2)
-        check(checks, "refund_total", abs(reported - fair) < 0.01 and abs(refunds - fair) < 0.01, f"reported {reported}, refunds recorded {refunds}, due {fair}")
+        check(
+            checks,
+            "refund_total",
+            abs(reported - fair) < 0.01 and abs(refunds - fair) < 0.01,
+            f"reported {reported}, refunds recorded {refunds}, due {fair}",
+        )
         if p["level"] == 1:
-            check(checks, "returned", got.get((p["order"], p["product"])) == p["qty"], f"expected {p['qty']} of product {p['product']} returned from order {p['order']}")
-            check(checks, "nothing_else", set(got) <= {(p["order"], p["product"])} and self._orders(initial) == self._orders(final), "other changes were made")
+            check(
+                checks,
+                "returned",
+                got.get((p["order"], p["product"])) == p["qty"],
+                f"expected {p['qty']} of product {p['product']} returned from order {p['order']}",
+            )
+            check(
+                checks,
+                "nothing_else",
+                set(got) <= {(p["order"], p["product"])} and self._orders(initial) == self._orders(final),
+                "other changes were made",
+            )
             return checks
         want = eligible(initial, p["customer"], policy=True)
         check(checks, "all_eligible", set(want) <= set(got), f"not returned: {sorted(set(want) - set(got))}")
-        check(checks, "eligible_only", set(got) <= set(want), f"not returnable under the policy: {sorted(set(got) - set(want))}")
-        check(checks, "full_quantity", all(got[k] == want[k][0] for k in set(got) & set(want)), "partial quantities returned")
+        check(
+            checks,
+            "eligible_only",
+            set(got) <= set(want),
+            f"not returnable under the policy: {sorted(set(got) - set(want))}",
+        )
+        check(
+            checks,
+            "full_quantity",
+            all(got[k] == want[k][0] for k in set(got) & set(want)),
+            "partial quantities returned",
+        )
         if "cancel_pending" in c:
             before, after = self._orders(initial), self._orders(final)
             mine = {o for o, (cust, st) in before.items() if cust == p["customer"] and st == "pending"}
-            check(checks, "cancel_pending", all(after[o][1] == "cancelled" for o in mine), "a pending order is still open")
-            check(checks, "others_untouched", all(after[o] == before[o] for o in before if o not in mine), "other orders changed")
+            check(
+                checks,
+                "cancel_pending",
+                all(after[o][1] == "cancelled" for o in mine),
+                "a pending order is still open",
+            )
+            check(
+                checks,
+                "others_untouched",
+                all(after[o] == before[o] for o in before if o not in mine),
+                "other orders changed",
+            )
         return checks
 
     def _orders(self, db):
@@ -177,29 +261,77 @@ class Ecommerce(Category):
         total = answer["refund_total"]
         out = [Mutation("refund_total", {"refund_total": total + 1}),
                Mutation("refund_total", answer, [("UPDATE returns SET refund = refund + 5 WHERE id = (SELECT MIN(id) FROM returns)", ())])]  # fmt: skip
-        other = rows(initial, "SELECT i.order_id, i.product_id, i.price FROM items i JOIN orders o ON o.id=i.order_id WHERE o.customer != ? AND o.status='delivered' LIMIT 1", (p["customer"],))
+        other = rows(
+            initial,
+            "SELECT i.order_id, i.product_id, i.price FROM items i JOIN orders o ON o.id=i.order_id WHERE o.customer != ? AND o.status='delivered' LIMIT 1",
+            (p["customer"],),
+        )
         if p["level"] == 1:
             out.append(Mutation("returned", {"refund_total": 0}, [("DELETE FROM returns", ())]))
-            out.append(Mutation("returned", {"refund_total": round(total * 2, 2)}, [("UPDATE returns SET qty = qty * 2, refund = refund * 2", ())]))
-            out.append(Mutation("nothing_else", answer, [("UPDATE orders SET status='cancelled' WHERE id = (SELECT MAX(id) FROM orders WHERE status='pending')", ())]))
+            out.append(
+                Mutation(
+                    "returned",
+                    {"refund_total": round(total * 2, 2)},
+                    [("UPDATE returns SET qty = qty * 2, refund = refund * 2", ())],
+                )
+            )
+            out.append(
+                Mutation(
+                    "nothing_else",
+                    answer,
+                    [
+                        (
+                            "UPDATE orders SET status='cancelled' WHERE id = (SELECT MAX(id) FROM orders WHERE status='pending')",
+                            (),
+                        )
+                    ],
+                )
+            )
             return out
         want = eligible(initial, p["customer"], policy=True)
         loose = sorted(set(eligible(initial, p["customer"], policy=False)) - set(want))
         first = min(want) if want else None
         if first:
             price = want[first][1] * want[first][0]
-            out.append(Mutation("all_eligible", {"refund_total": round(total - price, 2)}, [("DELETE FROM returns WHERE order_id=? AND product_id=?", first)]))
+            out.append(
+                Mutation(
+                    "all_eligible",
+                    {"refund_total": round(total - price, 2)},
+                    [("DELETE FROM returns WHERE order_id=? AND product_id=?", first)],
+                )
+            )
             if want[first][0] > 1:
                 out.append(Mutation("full_quantity", {"refund_total": round(total - want[first][1], 2)},
                                     [("UPDATE returns SET qty = qty - 1, refund = round(refund - ?, 2) WHERE order_id=? AND product_id=?", (want[first][1], *first))]))  # fmt: skip
         for key in loose[:1] + [(o["order_id"], o["product_id"]) for o in other]:
-            price = rows(initial, "SELECT price FROM items WHERE order_id=? AND product_id=?", key)[0]["price"]
+            price = rows(initial, "SELECT price FROM items WHERE order_id=? AND product_id=?", key)[0][
+                "price"
+            ]
             out.append(Mutation("eligible_only", {"refund_total": round(total + price, 2)},
                                 [("INSERT INTO returns(order_id, product_id, qty, refund) VALUES (?,?,1,?)", (*key, price))]))  # fmt: skip
         if "cancel_pending" in p["constraints"]:
-            pending = rows(initial, "SELECT MIN(id) AS id FROM orders WHERE status='pending' AND customer=?", (p["customer"],))[0]["id"]
-            out.append(Mutation("cancel_pending", answer, [("UPDATE orders SET status='pending' WHERE id=?", (pending,))]))
-            out.append(Mutation("others_untouched", answer, [("UPDATE orders SET status='cancelled' WHERE id = (SELECT MIN(id) FROM orders WHERE customer != ? AND status='delivered')", (p["customer"],))]))
+            pending = rows(
+                initial,
+                "SELECT MIN(id) AS id FROM orders WHERE status='pending' AND customer=?",
+                (p["customer"],),
+            )[0]["id"]
+            out.append(
+                Mutation(
+                    "cancel_pending", answer, [("UPDATE orders SET status='pending' WHERE id=?", (pending,))]
+                )
+            )
+            out.append(
+                Mutation(
+                    "others_untouched",
+                    answer,
+                    [
+                        (
+                            "UPDATE orders SET status='cancelled' WHERE id = (SELECT MIN(id) FROM orders WHERE customer != ? AND status='delivered')",
+                            (p["customer"],),
+                        )
+                    ],
+                )
+            )
         return out
 
     def baseline(self, call: ToolCaller, p, rng: random.Random):
@@ -207,7 +339,11 @@ class Ecommerce(Category):
         if p["level"] == 1:
             qty = p["qty"] if "returned" in att else rng.randint(1, p["qty"] + 1)
             try:
-                return {"refund_total": call("create_return", order_id=p["order"], product_id=p["product"], qty=qty)["refund"]}
+                return {
+                    "refund_total": call(
+                        "create_return", order_id=p["order"], product_id=p["product"], qty=qty
+                    )["refund"]
+                }
             except ToolError:
                 return None
         policy = call("get_return_policy")
@@ -225,5 +361,7 @@ class Ecommerce(Category):
                 if "all_eligible" not in att and rng.random() < 0.3:
                     continue
                 qty = item["qty"] if "full_quantity" in att else 1
-                total += call("create_return", order_id=order["id"], product_id=item["product_id"], qty=qty)["refund"]
+                total += call("create_return", order_id=order["id"], product_id=item["product_id"], qty=qty)[
+                    "refund"
+                ]
         return {"refund_total": round(total, 2)}

@@ -105,7 +105,10 @@ class Flights(Category):
             CREATE TABLE bookings(id INTEGER PRIMARY KEY AUTOINCREMENT, passenger TEXT, flights TEXT, party INT, total INT);
         """)
         codes = rng.sample(CODES, rng.randint(8, 11))
-        db.executemany("INSERT INTO airports VALUES (?,?,?)", [(c, f"city of {c}", rng.choice([30, 45, 60, 90])) for c in codes])
+        db.executemany(
+            "INSERT INTO airports VALUES (?,?,?)",
+            [(c, f"city of {c}", rng.choice([30, 45, 60, 90])) for c in codes],
+        )
         pairs = [(a, b) for a in codes for b in codes if a != b and rng.random() < 0.3]
         fid = 100
         for a, b in pairs:
@@ -151,12 +154,23 @@ class Flights(Category):
         new = dict(p, level=level, constraints=list(p["constraints"]))
         if level == 2:
             codes = [r["code"] for r in rows(db, "SELECT code FROM airports")]
-            pairs = [(a, b) for a in codes for b in codes if a != b and not rows(db, "SELECT 1 FROM flights WHERE origin=? AND dest=?", (a, b))]
+            pairs = [
+                (a, b)
+                for a in codes
+                for b in codes
+                if a != b and not rows(db, "SELECT 1 FROM flights WHERE origin=? AND dest=?", (a, b))
+            ]
             rng.shuffle(pairs)
             for a, b in pairs[:30]:
-                its = [i for i in self._itineraries(db, a, b, 1) if len(i) == 2 and min(x["seats"] for x in i) >= 1]
+                its = [
+                    i
+                    for i in self._itineraries(db, a, b, 1)
+                    if len(i) == 2 and min(x["seats"] for x in i) >= 1
+                ]
                 if its:
-                    new.update(origin=a, dest=b, max_stops=1, arrive_by=max(i[-1]["arrive"] for i in its) + 15)
+                    new.update(
+                        origin=a, dest=b, max_stops=1, arrive_by=max(i[-1]["arrive"] for i in its) + 15
+                    )
                     new["constraints"] += ["connection", "arrive_by"]
                     return new
             return None
@@ -175,12 +189,22 @@ class Flights(Category):
 
     def instruction(self, p):
         c = set(p["constraints"])
-        text = [f"Book a trip from {p['origin']} to {p['dest']} for {p['passenger']}" + (f" and {p['party'] - 1} companion(s) (party of {p['party']})." if "party" in c else ".")]
+        text = [
+            f"Book a trip from {p['origin']} to {p['dest']} for {p['passenger']}"
+            + (f" and {p['party'] - 1} companion(s) (party of {p['party']})." if "party" in c else ".")
+        ]
         text.append(f"Use at most {p['max_stops']} stop(s)." if p["max_stops"] else "Take a direct flight.")
         if "arrive_by" in c:
             text.append(f"Arrive by {_hhmm(p['arrive_by'])}.")
         if "connection" in c:
-            text.append(f"Each connection needs at least {BASE_GAP} minutes" + (", or the airport's own minimum connection time if longer." if "min_connection" in c else "."))
+            text.append(
+                f"Each connection needs at least {BASE_GAP} minutes"
+                + (
+                    ", or the airport's own minimum connection time if longer."
+                    if "min_connection" in c
+                    else "."
+                )
+            )
         if "budget" in c:
             text.append(f"The total price for the party must not exceed {p['budget']}.")
         if "avoid_airline" in c:
@@ -206,7 +230,9 @@ class Flights(Category):
             return cache[origin]
 
         def ok_leg(f):
-            return f["seats"] >= p["party"] and (p["avoid"] is None or "avoid_airline" not in c or f["airline"] != p["avoid"])
+            return f["seats"] >= p["party"] and (
+                p["avoid"] is None or "avoid_airline" not in c or f["airline"] != p["avoid"]
+            )
 
         def walk(path):
             here = path[-1]["dest"]
@@ -217,17 +243,25 @@ class Flights(Category):
             if len(path) > p["max_stops"]:
                 return
             for nxt in legs(here):
-                if ok_leg(nxt) and nxt["depart"] >= path[-1]["arrive"] + self._gap(call, c, here, gaps) and nxt["dest"] not in {x["origin"] for x in path}:
+                if (
+                    ok_leg(nxt)
+                    and nxt["depart"] >= path[-1]["arrive"] + self._gap(call, c, here, gaps)
+                    and nxt["dest"] not in {x["origin"] for x in path}
+                ):
                     walk(path + [nxt])
 
         for first in legs(p["origin"]):
             if ok_leg(first):
                 walk([first])
-        found = [f for f in found if p["budget"] is None or sum(x["price"] for x in f) * p["party"] <= p["budget"]]
+        found = [
+            f for f in found if p["budget"] is None or sum(x["price"] for x in f) * p["party"] <= p["budget"]
+        ]
         if not found:
             return None
         best = min(found, key=lambda f: (sum(x["price"] for x in f), [x["id"] for x in f]))
-        booking = call("book_itinerary", passenger=p["passenger"], flight_ids=[x["id"] for x in best], party=p["party"])
+        booking = call(
+            "book_itinerary", passenger=p["passenger"], flight_ids=[x["id"] for x in best], party=p["party"]
+        )
         return {"booking_id": booking["booking_id"]}
 
     def verify(self, initial, final, p, answer):
@@ -244,30 +278,82 @@ class Flights(Category):
         if not mine:
             return checks
         b = mine[0]
-        check(checks, "passenger", b["passenger"] == p["passenger"], f"booked for {b['passenger']!r}, not {p['passenger']!r}")
+        check(
+            checks,
+            "passenger",
+            b["passenger"] == p["passenger"],
+            f"booked for {b['passenger']!r}, not {p['passenger']!r}",
+        )
         ids = json.loads(b["flights"]) if isinstance(b["flights"], str) else []
         legs = [(rows(initial, "SELECT * FROM flights WHERE id=?", (i,)) or [None])[0] for i in ids]
         real = [x for x in legs if x is not None]
         chain = len(real) == len(legs) > 0 and all(a["dest"] == b_["origin"] for a, b_ in zip(real, real[1:]))
         ends = chain and real[0]["origin"] == p["origin"] and real[-1]["dest"] == p["dest"]
-        check(checks, "route", ends and len(real) - 1 <= p["max_stops"], f"flights {ids} do not go {p['origin']}->{p['dest']} within {p['max_stops']} stop(s)")
+        check(
+            checks,
+            "route",
+            ends and len(real) - 1 <= p["max_stops"],
+            f"flights {ids} do not go {p['origin']}->{p['dest']} within {p['max_stops']} stop(s)",
+        )
         if not real:
             return checks
         if "connection" in c:
-            need_gap = lambda ap: max(BASE_GAP, rows(initial, "SELECT min_connection FROM airports WHERE code=?", (ap,))[0]["min_connection"]) if "min_connection" in c else BASE_GAP  # noqa: E731
+            need_gap = lambda ap: (
+                max(
+                    BASE_GAP,
+                    rows(initial, "SELECT min_connection FROM airports WHERE code=?", (ap,))[0][
+                        "min_connection"
+                    ],
+                )
+                if "min_connection" in c
+                else BASE_GAP
+            )  # noqa: E731
             base_bad = [b_["id"] for a, b_ in zip(real, real[1:]) if b_["depart"] < a["arrive"] + BASE_GAP]
-            check(checks, "connection", not base_bad, f"connections under {BASE_GAP} minutes before flights {base_bad}")
+            check(
+                checks,
+                "connection",
+                not base_bad,
+                f"connections under {BASE_GAP} minutes before flights {base_bad}",
+            )
             if "min_connection" in c:
-                bad = [b_["id"] for a, b_ in zip(real, real[1:]) if b_["depart"] < a["arrive"] + need_gap(a["dest"])]
-                check(checks, "min_connection", not bad, f"connections shorter than the airport minimum before flights {bad}")
+                bad = [
+                    b_["id"]
+                    for a, b_ in zip(real, real[1:])
+                    if b_["depart"] < a["arrive"] + need_gap(a["dest"])
+                ]
+                check(
+                    checks,
+                    "min_connection",
+                    not bad,
+                    f"connections shorter than the airport minimum before flights {bad}",
+                )
         if "arrive_by" in c:
-            check(checks, "arrive_by", real[-1]["arrive"] <= p["arrive_by"], f"arrives {_hhmm(real[-1]['arrive'])}, after {_hhmm(p['arrive_by'])}")
+            check(
+                checks,
+                "arrive_by",
+                real[-1]["arrive"] <= p["arrive_by"],
+                f"arrives {_hhmm(real[-1]['arrive'])}, after {_hhmm(p['arrive_by'])}",
+            )
         if "budget" in c:
             total = sum(x["price"] for x in real) * b["party"]
-            check(checks, "budget", total <= p["budget"] and b["total"] == total, f"total {total} (recorded {b['total']}) over budget {p['budget']}")
+            check(
+                checks,
+                "budget",
+                total <= p["budget"] and b["total"] == total,
+                f"total {total} (recorded {b['total']}) over budget {p['budget']}",
+            )
         if "party" in c:
-            seats_ok = all(rows(final, "SELECT seats FROM flights WHERE id=?", (x["id"],))[0]["seats"] == x["seats"] - p["party"] for x in real)
-            check(checks, "party", b["party"] == p["party"] and seats_ok, f"party of {b['party']} booked (seats updated: {seats_ok}); {p['party']} required")
+            seats_ok = all(
+                rows(final, "SELECT seats FROM flights WHERE id=?", (x["id"],))[0]["seats"]
+                == x["seats"] - p["party"]
+                for x in real
+            )
+            check(
+                checks,
+                "party",
+                b["party"] == p["party"] and seats_ok,
+                f"party of {b['party']} booked (seats updated: {seats_ok}); {p['party']} required",
+            )
         if "avoid_airline" in c:
             bad = [x["id"] for x in real if x["airline"] == p["avoid"]]
             check(checks, "avoid_airline", not bad, f"flights {bad} are operated by {p['avoid']}")
@@ -277,11 +363,36 @@ class Flights(Category):
         c, out, bid = set(p["constraints"]), [], answer["booking_id"]
         out.append(Mutation("booked", {"booking_id": bid + 1000}))
         out.append(Mutation("booked", answer, [("DELETE FROM bookings WHERE id=?", (bid,))]))
-        out.append(Mutation("one_booking", answer, [("INSERT INTO bookings(passenger, flights, party, total) SELECT passenger, flights, party, total FROM bookings WHERE id=?", (bid,))]))
-        out.append(Mutation("passenger", answer, [("UPDATE bookings SET passenger=? WHERE id=?", (p["passenger"] + " Jr", bid))]))
-        wrong = rows(initial, "SELECT id FROM flights WHERE origin=? AND dest!=? LIMIT 1", (p["origin"], p["dest"]))
+        out.append(
+            Mutation(
+                "one_booking",
+                answer,
+                [
+                    (
+                        "INSERT INTO bookings(passenger, flights, party, total) SELECT passenger, flights, party, total FROM bookings WHERE id=?",
+                        (bid,),
+                    )
+                ],
+            )
+        )
+        out.append(
+            Mutation(
+                "passenger",
+                answer,
+                [("UPDATE bookings SET passenger=? WHERE id=?", (p["passenger"] + " Jr", bid))],
+            )
+        )
+        wrong = rows(
+            initial, "SELECT id FROM flights WHERE origin=? AND dest!=? LIMIT 1", (p["origin"], p["dest"])
+        )
         if wrong:
-            out.append(Mutation("route", answer, [("UPDATE bookings SET flights=? WHERE id=?", (json.dumps([wrong[0]["id"]]), bid))]))
+            out.append(
+                Mutation(
+                    "route",
+                    answer,
+                    [("UPDATE bookings SET flights=? WHERE id=?", (json.dumps([wrong[0]["id"]]), bid))],
+                )
+            )
         its = self._itineraries(initial, p["origin"], p["dest"], p["max_stops"])
         for breaks in ("connection", "arrive_by", "avoid_airline"):
             if breaks in c:
@@ -290,9 +401,15 @@ class Flights(Category):
                         out.append(self._swap(bid, it, p, breaks))
                         break
         if "budget" in c:
-            out.append(Mutation("budget", answer, [("UPDATE bookings SET total = ? WHERE id=?", (p["budget"] + 1, bid))]))
+            out.append(
+                Mutation(
+                    "budget", answer, [("UPDATE bookings SET total = ? WHERE id=?", (p["budget"] + 1, bid))]
+                )
+            )
         if "party" in c:
-            out.append(Mutation("party", answer, [("UPDATE bookings SET party = party - 1 WHERE id=?", (bid,))]))
+            out.append(
+                Mutation("party", answer, [("UPDATE bookings SET party = party - 1 WHERE id=?", (bid,))])
+            )
         return out
 
     def _valid_except(self, it, p, c, breaks):
@@ -342,7 +459,11 @@ class Flights(Category):
                 direct = [f for f in opts if f["dest"] == p["dest"]]
                 if "arrive_by" in att and p["arrive_by"]:
                     direct = [f for f in direct if f["arrive"] <= p["arrive_by"]]
-                pick = rng.choice(direct) if direct else (rng.choice(opts) if opts and len(path) < p["max_stops"] else None)
+                pick = (
+                    rng.choice(direct)
+                    if direct
+                    else (rng.choice(opts) if opts and len(path) < p["max_stops"] else None)
+                )
                 if pick is None:
                     break
                 path.append(pick)
@@ -354,7 +475,14 @@ class Flights(Category):
                 continue
             party = p["party"] if "party" in att else 1
             try:
-                return {"booking_id": call("book_itinerary", passenger=p["passenger"], flight_ids=[f["id"] for f in path], party=party)["booking_id"]}
+                return {
+                    "booking_id": call(
+                        "book_itinerary",
+                        passenger=p["passenger"],
+                        flight_ids=[f["id"] for f in path],
+                        party=party,
+                    )["booking_id"]
+                }
             except ToolError:
                 continue
         return None

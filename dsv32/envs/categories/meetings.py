@@ -82,10 +82,14 @@ class Meetings(Category):
                 db.execute("INSERT INTO busy VALUES (?,?,?)", (p, s, s + rng.choice([30, 45, 60, 90])))
         for i in range(rng.randint(3, 5)):
             room = f"{rng.choice(['Lotus', 'Cedar', 'Maple', 'Birch', 'Pine'])}-{i + 1}"
-            db.execute("INSERT INTO rooms VALUES (?,?,?)", (room, rng.choice([4, 6, 8, 12]), rng.random() < 0.5))
+            db.execute(
+                "INSERT INTO rooms VALUES (?,?,?)", (room, rng.choice([4, 6, 8, 12]), rng.random() < 0.5)
+            )
             for _ in range(rng.randint(1, 4)):
                 s = rng.randrange(DAY_START, DAY_END - 30, STEP)
-                db.execute("INSERT INTO room_bookings VALUES (?,?,?)", (room, s, s + rng.choice([30, 60, 90])))
+                db.execute(
+                    "INSERT INTO room_bookings VALUES (?,?,?)", (room, s, s + rng.choice([30, 60, 90]))
+                )
         return f"{len(people)} calendars and meeting rooms"
 
     def initial_task(self, db, rng):
@@ -99,9 +103,16 @@ class Meetings(Category):
             return None
         step = LADDER[p["level"]]
         people = [r["name"] for r in rows(db, "SELECT name FROM people ORDER BY name")]
-        new = dict(p, level=p["level"] + 1, constraints=p["constraints"] + step["add"], duration=step.get("duration", p["duration"]))
+        new = dict(
+            p,
+            level=p["level"] + 1,
+            constraints=p["constraints"] + step["add"],
+            duration=step.get("duration", p["duration"]),
+        )
         extra = [x for x in people if x not in p["attendees"]]
-        new["attendees"] = p["attendees"] + rng.sample(extra, step.get("n", len(p["attendees"])) - len(p["attendees"]))
+        new["attendees"] = p["attendees"] + rng.sample(
+            extra, step.get("n", len(p["attendees"])) - len(p["attendees"])
+        )
         return new
 
     def instruction(self, p):
@@ -109,9 +120,14 @@ class Meetings(Category):
         text = [f"Book a {p['duration']}-minute meeting titled {p['title']!r} with {', '.join(p['attendees'])} (exactly these attendees),",
                 "between 09:00 and 17:00 when every attendee is free."]  # fmt: skip
         if "room_seats" in c:
-            text.append("Use a room with a seat for every attendee" + (" and video equipment." if "video" in c else "."))
+            text.append(
+                "Use a room with a seat for every attendee"
+                + (" and video equipment." if "video" in c else ".")
+            )
         if "room_free" in c:
-            text.append("The room must not be booked at that time, and choose the earliest start (on a 15-minute grid) that satisfies everything.")
+            text.append(
+                "The room must not be booked at that time, and choose the earliest start (on a 15-minute grid) that satisfies everything."
+            )
         if "buffer" in c:
             text.append("Leave every attendee at least 15 minutes after any earlier commitment.")
         return " ".join(text) + " Make exactly one booking."
@@ -119,15 +135,21 @@ class Meetings(Category):
     def _rooms(self, call, p, c):
         rooms = call("list_rooms")
         if "room_seats" in c:
-            rooms = [r for r in rooms if r["seats"] >= len(p["attendees"]) and (r["video"] or "video" not in c)]
+            rooms = [
+                r for r in rooms if r["seats"] >= len(p["attendees"]) and (r["video"] or "video" not in c)
+            ]
         return rooms
 
     def solve(self, call: ToolCaller, p):
         c = set(p["constraints"])
-        call.note("I collect every attendee's busy times, then scan the day in 15-minute steps for the first slot that fits.")
+        call.note(
+            "I collect every attendee's busy times, then scan the day in 15-minute steps for the first slot that fits."
+        )
         busy = {a: call("get_busy", person=a) for a in p["attendees"]}
         rooms = self._rooms(call, p, c)
-        bookings = {r["name"]: call("get_room_bookings", room=r["name"]) for r in rooms} if "room_free" in c else {}
+        bookings = (
+            {r["name"]: call("get_room_bookings", room=r["name"]) for r in rooms} if "room_free" in c else {}
+        )
         buffer = 15 if "buffer" in c else 0
         for start in range(DAY_START, DAY_END - p["duration"] + 1, STEP):
             end = start + p["duration"]
@@ -136,7 +158,14 @@ class Meetings(Category):
             for room in rooms:
                 if "room_free" in c and not _free(bookings[room["name"]], start, end):
                     continue
-                booked = call("book_meeting", title=p["title"], start=start, duration=p["duration"], room=room["name"], attendees=p["attendees"])
+                booked = call(
+                    "book_meeting",
+                    title=p["title"],
+                    start=start,
+                    duration=p["duration"],
+                    room=room["name"],
+                    attendees=p["attendees"],
+                )
                 return {"meeting_id": booked["meeting_id"], "start": start}
         return None
 
@@ -148,24 +177,54 @@ class Meetings(Category):
         old = {r["id"] for r in rows(initial, "SELECT id FROM meetings")}
         new = [m for m in new if m["id"] not in old]
         mine = [m for m in new if m["id"] == mid and m["title"] == p["title"]]
-        check(checks, "booked", len(mine) == 1 and len(new) == 1, f"need exactly one new meeting {p['title']!r} with id {mid}")
+        check(
+            checks,
+            "booked",
+            len(mine) == 1 and len(new) == 1,
+            f"need exactly one new meeting {p['title']!r} with id {mid}",
+        )
         if not mine:
             return checks
         m = mine[0]
         people = json.loads(m["attendees"]) if isinstance(m["attendees"], str) else []
-        check(checks, "attendees", sorted(people) == sorted(p["attendees"]), f"attendees {people} differ from {p['attendees']}")
-        check(checks, "duration", m["end"] - m["start"] == p["duration"], f"meeting lasts {m['end'] - m['start']} minutes")
+        check(
+            checks,
+            "attendees",
+            sorted(people) == sorted(p["attendees"]),
+            f"attendees {people} differ from {p['attendees']}",
+        )
+        check(
+            checks,
+            "duration",
+            m["end"] - m["start"] == p["duration"],
+            f"meeting lasts {m['end'] - m['start']} minutes",
+        )
         check(checks, "working_hours", DAY_START <= m["start"] and m["end"] <= DAY_END, "outside 09:00-17:00")
         busy = {a: rows(initial, "SELECT start, end FROM busy WHERE person=?", (a,)) for a in p["attendees"]}
         clash = [a for a in p["attendees"] if not _free(busy[a], m["start"], m["end"])]
         check(checks, "all_free", not clash, f"busy then: {clash}")
         room = (rows(initial, "SELECT * FROM rooms WHERE name=?", (m["room"],)) or [{}])[0]
         if "room_seats" in c:
-            check(checks, "room_seats", room.get("seats", 0) >= len(p["attendees"]), f"room {m['room']!r} is too small or unknown")
+            check(
+                checks,
+                "room_seats",
+                room.get("seats", 0) >= len(p["attendees"]),
+                f"room {m['room']!r} is too small or unknown",
+            )
         if "room_free" in c:
             taken = rows(initial, "SELECT start, end FROM room_bookings WHERE room=?", (m["room"],))
-            check(checks, "room_free", bool(room) and _free(taken, m["start"], m["end"]), f"room {m['room']!r} is booked then")
-            check(checks, "earliest", m["start"] == self._earliest(initial, p), "an earlier slot satisfies every constraint")
+            check(
+                checks,
+                "room_free",
+                bool(room) and _free(taken, m["start"], m["end"]),
+                f"room {m['room']!r} is booked then",
+            )
+            check(
+                checks,
+                "earliest",
+                m["start"] == self._earliest(initial, p),
+                "an earlier slot satisfies every constraint",
+            )
         if "video" in c:
             check(checks, "video", bool(room.get("video")), f"room {m['room']!r} has no video")
         if "buffer" in c:
@@ -176,11 +235,16 @@ class Meetings(Category):
     def _earliest(self, db, p):
         c = set(p["constraints"])
         busy = {a: rows(db, "SELECT start, end FROM busy WHERE person=?", (a,)) for a in p["attendees"]}
-        rooms = [r for r in rows(db, "SELECT * FROM rooms") if r["seats"] >= len(p["attendees"]) and (r["video"] or "video" not in c)]
+        rooms = [
+            r
+            for r in rows(db, "SELECT * FROM rooms")
+            if r["seats"] >= len(p["attendees"]) and (r["video"] or "video" not in c)
+        ]
         for start in range(DAY_START, DAY_END - p["duration"] + 1, STEP):
             end = start + p["duration"]
             if all(_free(busy[a], start, end, 15 if "buffer" in c else 0) for a in p["attendees"]) and any(
-                _free(rows(db, "SELECT start, end FROM room_bookings WHERE room=?", (r["name"],)), start, end) for r in rooms
+                _free(rows(db, "SELECT start, end FROM room_bookings WHERE room=?", (r["name"],)), start, end)
+                for r in rooms
             ):
                 return start
         return None
@@ -193,16 +257,33 @@ class Meetings(Category):
                Mutation("attendees", answer, [upd("attendees", json.dumps(p["attendees"][:-1]))]),
                Mutation("duration", answer, [("UPDATE meetings SET end = end + 15 WHERE id=?", (mid,))]),
                Mutation("working_hours", answer, [("UPDATE meetings SET start = 480, end = 480 + ? WHERE id=?", (p["duration"], mid))])]  # fmt: skip
-        busy = rows(initial, "SELECT start, end FROM busy WHERE person=? ORDER BY start", (p["attendees"][0],))
-        clash = next((b for b in busy if b["start"] >= DAY_START and b["start"] + p["duration"] <= DAY_END), None)
+        busy = rows(
+            initial, "SELECT start, end FROM busy WHERE person=? ORDER BY start", (p["attendees"][0],)
+        )
+        clash = next(
+            (b for b in busy if b["start"] >= DAY_START and b["start"] + p["duration"] <= DAY_END), None
+        )
         if clash:
-            out.append(Mutation("all_free", answer, [("UPDATE meetings SET start=?, end=? WHERE id=?", (clash["start"], clash["start"] + p["duration"], mid))]))
+            out.append(
+                Mutation(
+                    "all_free",
+                    answer,
+                    [
+                        (
+                            "UPDATE meetings SET start=?, end=? WHERE id=?",
+                            (clash["start"], clash["start"] + p["duration"], mid),
+                        )
+                    ],
+                )
+            )
         if "room_seats" in c:
             small = rows(initial, "SELECT name FROM rooms WHERE seats < ?", (len(p["attendees"]),))
             if small:
                 out.append(Mutation("room_seats", answer, [upd("room", small[0]["name"])]))
         if "video" in c:
-            plain = rows(initial, "SELECT name FROM rooms WHERE video = 0 AND seats >= ?", (len(p["attendees"]),))
+            plain = rows(
+                initial, "SELECT name FROM rooms WHERE video = 0 AND seats >= ?", (len(p["attendees"]),)
+            )
             if plain:
                 out.append(Mutation("video", answer, [upd("room", plain[0]["name"])]))
         return out
@@ -213,16 +294,28 @@ class Meetings(Category):
         who = [a for a in p["attendees"] if "all_free" in att or rng.random() < 0.5]
         rooms = self._rooms(call, p, {x for x in c if x in att})
         buffer = 15 if "buffer" in att else 0
-        starts = [s for s in range(DAY_START, DAY_END - p["duration"] + 1, STEP) if all(_free(busy[a], s, s + p["duration"], buffer) for a in who)]
+        starts = [
+            s
+            for s in range(DAY_START, DAY_END - p["duration"] + 1, STEP)
+            if all(_free(busy[a], s, s + p["duration"], buffer) for a in who)
+        ]
         if not starts or not rooms:
             return None
         start = starts[0] if "earliest" in att else rng.choice(starts)
         room = rng.choice(rooms)
         if "room_free" in att and "room_free" in c:
-            free = [r for r in rooms if _free(call("get_room_bookings", room=r["name"]), start, start + p["duration"])]
+            free = [
+                r
+                for r in rooms
+                if _free(call("get_room_bookings", room=r["name"]), start, start + p["duration"])
+            ]
             room = rng.choice(free) if free else room
-        booked = call("book_meeting", title=p["title"], start=start, duration=p["duration"], room=room["name"], attendees=p["attendees"])
+        booked = call(
+            "book_meeting",
+            title=p["title"],
+            start=start,
+            duration=p["duration"],
+            room=room["name"],
+            attendees=p["attendees"],
+        )
         return {"meeting_id": booked["meeting_id"], "start": start}
-
-
-

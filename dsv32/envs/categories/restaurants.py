@@ -31,7 +31,11 @@ def check_availability(ctx, restaurant, day, hour, party):
     found = rows(ctx.db, "SELECT tables, max_party FROM restaurants WHERE name=?", (restaurant,))
     if not found:
         raise ToolError(f"no restaurant {restaurant!r}")
-    taken = rows(ctx.db, "SELECT COUNT(*) AS n FROM reservations WHERE restaurant=? AND day=? AND hour=?", (restaurant, day, hour))[0]["n"]
+    taken = rows(
+        ctx.db,
+        "SELECT COUNT(*) AS n FROM reservations WHERE restaurant=? AND day=? AND hour=?",
+        (restaurant, day, hour),
+    )[0]["n"]
     return {"free_tables": max(found[0]["tables"] - taken, 0) if party <= found[0]["max_party"] else 0}
 
 
@@ -48,7 +52,10 @@ def get_opening_hours(ctx, restaurant):
 def make_reservation(ctx, restaurant, guest, day, hour, party):
     if check_availability.fn(ctx, restaurant, day, hour, party)["free_tables"] < 1:
         raise ToolError(f"{restaurant} has no free table for {party} on day {day} at {hour}:00")
-    cur = ctx.db.execute("INSERT INTO reservations(restaurant, guest, day, hour, party) VALUES (?,?,?,?,?)", (restaurant, guest, day, hour, party))
+    cur = ctx.db.execute(
+        "INSERT INTO reservations(restaurant, guest, day, hour, party) VALUES (?,?,?,?,?)",
+        (restaurant, guest, day, hour, party),
+    )
     return {"reservation_id": cur.lastrowid}
 
 
@@ -88,27 +95,46 @@ class Restaurants(Category):
         level = p["level"] + 1
         new = dict(p, level=level, slots=[dict(s) for s in p["slots"]])
         if level == 2:
-            new.update(min_rating=rng.choice([3.3, 3.5, 3.8]), max_price=rng.choice([220, 260, 300]), constraints=p["constraints"] + ["rating", "price"])
+            new.update(
+                min_rating=rng.choice([3.3, 3.5, 3.8]),
+                max_price=rng.choice([220, 260, 300]),
+                constraints=p["constraints"] + ["rating", "price"],
+            )
         elif level == 3:
             new.update(district=rng.choice(DISTRICTS), constraints=p["constraints"] + ["open", "district"])
         elif level == 4:
             other = [c for c in CUISINES if c != p["slots"][0]["cuisine"]]
-            new["slots"].append({"cuisine": rng.choice(other), "day": p["slots"][0]["day"] % 7 + 1, "hour": rng.choice([12, 19])})
-            new.update(budget=int(p["party"] * (p["max_price"] or 200) * rng.uniform(1.4, 2.0)), constraints=p["constraints"] + ["budget", "different"])
+            new["slots"].append(
+                {
+                    "cuisine": rng.choice(other),
+                    "day": p["slots"][0]["day"] % 7 + 1,
+                    "hour": rng.choice([12, 19]),
+                }
+            )
+            new.update(
+                budget=int(p["party"] * (p["max_price"] or 200) * rng.uniform(1.4, 2.0)),
+                constraints=p["constraints"] + ["budget", "different"],
+            )
         else:
             return None
         return new
 
     def instruction(self, p):
         c = set(p["constraints"])
-        wants = "; ".join(f"a {s['cuisine']} restaurant on day {s['day']} at {s['hour']}:00" for s in p["slots"])
+        wants = "; ".join(
+            f"a {s['cuisine']} restaurant on day {s['day']} at {s['hour']}:00" for s in p["slots"]
+        )
         text = [f"Reserve tables for {p['guest']}, party of {p['party']}: {wants}."]
         if "rating" in c:
-            text.append(f"Each restaurant must be rated at least {p['min_rating']} and cost at most {p['max_price']} per person.")
+            text.append(
+                f"Each restaurant must be rated at least {p['min_rating']} and cost at most {p['max_price']} per person."
+            )
         if "district" in c:
             text.append(f"Only restaurants in {p['district']} that are open at the booked hour.")
         if "budget" in c:
-            text.append(f"Use two different restaurants; total cost (price x party, both meals) at most {p['budget']}.")
+            text.append(
+                f"Use two different restaurants; total cost (price x party, both meals) at most {p['budget']}."
+            )
         return " ".join(text)
 
     def _candidates(self, call, p, slot, c):
@@ -117,14 +143,37 @@ class Restaurants(Category):
         if "rating" in c:
             out = [r for r in out if r["rating"] >= p["min_rating"] and r["price"] <= p["max_price"]]
         if "open" in c:
-            out = [r for r in out if (lambda h: h["open"] <= slot["hour"] < h["close"])(call("get_opening_hours", restaurant=r["name"]))]
-        return [r for r in out if call("check_availability", restaurant=r["name"], day=slot["day"], hour=slot["hour"], party=p["party"])["free_tables"] > 0]
+            out = [
+                r
+                for r in out
+                if (lambda h: h["open"] <= slot["hour"] < h["close"])(
+                    call("get_opening_hours", restaurant=r["name"])
+                )
+            ]
+        return [
+            r
+            for r in out
+            if call(
+                "check_availability",
+                restaurant=r["name"],
+                day=slot["day"],
+                hour=slot["hour"],
+                party=p["party"],
+            )["free_tables"]
+            > 0
+        ]
 
     def solve(self, call: ToolCaller, p):
         c = set(p["constraints"])
-        call.note("For each requested meal I list matching restaurants, keep those meeting every rule with a free table, and pick the cheapest combination.")
+        call.note(
+            "For each requested meal I list matching restaurants, keep those meeting every rule with a free table, and pick the cheapest combination."
+        )
         options = [self._candidates(call, p, s, c) for s in p["slots"]]
-        combos = [[a] for a in options[0]] if len(options) == 1 else [[a, b] for a in options[0] for b in options[1] if a["name"] != b["name"]]
+        combos = (
+            [[a] for a in options[0]]
+            if len(options) == 1
+            else [[a, b] for a in options[0] for b in options[1] if a["name"] != b["name"]]
+        )
         if "budget" in c:
             combos = [x for x in combos if sum(r["price"] for r in x) * p["party"] <= p["budget"]]
         if not combos:
@@ -138,28 +187,77 @@ class Restaurants(Category):
         ids = need(parse_json_answer(answer), "reservation_ids", list)
         c, checks = set(p["constraints"]), []
         old = {r["id"] for r in rows(initial, "SELECT id FROM reservations")}
-        new = [r for r in rows(final, "SELECT * FROM reservations") if r["id"] not in old and r["guest"] == p["guest"]]
+        new = [
+            r
+            for r in rows(final, "SELECT * FROM reservations")
+            if r["id"] not in old and r["guest"] == p["guest"]
+        ]
         ok = len(new) == len(p["slots"]) == len(ids) and sorted(ids) == sorted(r["id"] for r in new)
-        check(checks, "reserved", ok, f"need exactly {len(p['slots'])} new reservation(s) for {p['guest']} matching the answer")
+        check(
+            checks,
+            "reserved",
+            ok,
+            f"need exactly {len(p['slots'])} new reservation(s) for {p['guest']} matching the answer",
+        )
         if not ok:
             return checks
         by_id = {r["id"]: r for r in new}
         res = [by_id[i] for i in ids]
-        info = [(rows(initial, "SELECT * FROM restaurants WHERE name=?", (r["restaurant"],)) or [{}])[0] for r in res]
-        check(checks, "slot", all(r["day"] == s["day"] and r["hour"] == s["hour"] and r["party"] == p["party"] for r, s in zip(res, p["slots"])), "wrong day, hour or party")
-        check(checks, "cuisine", all(i.get("cuisine") == s["cuisine"] for i, s in zip(info, p["slots"])), "wrong cuisine")
+        info = [
+            (rows(initial, "SELECT * FROM restaurants WHERE name=?", (r["restaurant"],)) or [{}])[0]
+            for r in res
+        ]
+        check(
+            checks,
+            "slot",
+            all(
+                r["day"] == s["day"] and r["hour"] == s["hour"] and r["party"] == p["party"]
+                for r, s in zip(res, p["slots"])
+            ),
+            "wrong day, hour or party",
+        )
+        check(
+            checks,
+            "cuisine",
+            all(i.get("cuisine") == s["cuisine"] for i, s in zip(info, p["slots"])),
+            "wrong cuisine",
+        )
         over = [r["restaurant"] for r, i in zip(res, info) if rows(final, "SELECT COUNT(*) AS n FROM reservations WHERE restaurant=? AND day=? AND hour=?",
                 (r["restaurant"], r["day"], r["hour"]))[0]["n"] > i.get("tables", 0) or r["party"] > i.get("max_party", 0)]  # fmt: skip
         check(checks, "available", not over, f"overbooked: {over}")
         if "rating" in c:
-            check(checks, "rating", all(i.get("rating", 0) >= p["min_rating"] for i in info), "rating too low")
-            check(checks, "price", all(i.get("price", 10**9) <= p["max_price"] for i in info), "too expensive per person")
+            check(
+                checks, "rating", all(i.get("rating", 0) >= p["min_rating"] for i in info), "rating too low"
+            )
+            check(
+                checks,
+                "price",
+                all(i.get("price", 10**9) <= p["max_price"] for i in info),
+                "too expensive per person",
+            )
         if "district" in c:
-            check(checks, "district", all(i.get("district") == p["district"] for i in info), f"not in {p['district']}")
-            check(checks, "open", all(i.get("open", 99) <= r["hour"] < i.get("close", -1) for r, i in zip(res, info)), "closed at that hour")
+            check(
+                checks,
+                "district",
+                all(i.get("district") == p["district"] for i in info),
+                f"not in {p['district']}",
+            )
+            check(
+                checks,
+                "open",
+                all(i.get("open", 99) <= r["hour"] < i.get("close", -1) for r, i in zip(res, info)),
+                "closed at that hour",
+            )
         if "budget" in c:
-            check(checks, "different", len({r["restaurant"] for r in res}) == len(res), "same restaurant twice")
-            check(checks, "budget", sum(i.get("price", 10**9) for i in info) * p["party"] <= p["budget"], "over budget")
+            check(
+                checks, "different", len({r["restaurant"] for r in res}) == len(res), "same restaurant twice"
+            )
+            check(
+                checks,
+                "budget",
+                sum(i.get("price", 10**9) for i in info) * p["party"] <= p["budget"],
+                "over budget",
+            )
         return checks
 
     def mutations(self, initial, p, answer, rng):
@@ -175,7 +273,19 @@ class Restaurants(Category):
                              and r["rating"] >= p["min_rating"] and (p["max_price"] is None or r["price"] <= p["max_price"]) and (p["district"] is None or r["district"] == p["district"]))  # fmt: skip
         if wrong_cuisine:
             out.append(Mutation("cuisine", answer, [upd("restaurant", wrong_cuisine)]))
-        out.append(Mutation("available", answer, [("INSERT INTO reservations(restaurant, guest, day, hour, party) SELECT restaurant, 'walk-in', day, hour, party FROM reservations WHERE id=?", (first,))] * 4))
+        out.append(
+            Mutation(
+                "available",
+                answer,
+                [
+                    (
+                        "INSERT INTO reservations(restaurant, guest, day, hour, party) SELECT restaurant, 'walk-in', day, hour, party FROM reservations WHERE id=?",
+                        (first,),
+                    )
+                ]
+                * 4,
+            )
+        )
         if "rating" in c:
             cheap_low = pick(lambda r: r["cuisine"] == s0["cuisine"] and r["rating"] < p["min_rating"])
             if cheap_low:
@@ -188,7 +298,9 @@ class Restaurants(Category):
         for s in p["slots"]:
             opts = self._candidates(call, p, s, att & set(p["constraints"]))
             if "budget" in att:
-                opts = [r for r in opts if r["price"] * p["party"] <= (p["budget"] or 10**9) / len(p["slots"])]
+                opts = [
+                    r for r in opts if r["price"] * p["party"] <= (p["budget"] or 10**9) / len(p["slots"])
+                ]
             if "different" in att:
                 opts = [r for r in opts if r["name"] not in used]
             if not opts:
@@ -196,7 +308,16 @@ class Restaurants(Category):
             r = rng.choice(opts)
             used.add(r["name"])
             try:
-                ids.append(call("make_reservation", restaurant=r["name"], guest=p["guest"], day=s["day"], hour=s["hour"], party=p["party"])["reservation_id"])
+                ids.append(
+                    call(
+                        "make_reservation",
+                        restaurant=r["name"],
+                        guest=p["guest"],
+                        day=s["day"],
+                        hour=s["hour"],
+                        party=p["party"],
+                    )["reservation_id"]
+                )
             except ToolError:
                 return None
         return {"reservation_ids": ids}

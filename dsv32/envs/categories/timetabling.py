@@ -13,7 +13,20 @@ import random
 from dsv32.envs.categories.base import Category, Mutation, attends, check, need, parse_json_answer, rows
 from dsv32.envs.tools import S, ToolCaller, tool
 
-SUBJECTS = ("Algebra", "Physics", "Chemistry", "Poetry", "History", "Biology", "Economics", "Drawing", "Music", "Geography", "Logic", "Statistics")
+SUBJECTS = (
+    "Algebra",
+    "Physics",
+    "Chemistry",
+    "Poetry",
+    "History",
+    "Biology",
+    "Economics",
+    "Drawing",
+    "Music",
+    "Geography",
+    "Logic",
+    "Statistics",
+)
 TEACHERS = ("Prof Li", "Dr Ma", "Ms He", "Mr Guo", "Dr Sun", "Ms Zhu")
 
 
@@ -34,7 +47,10 @@ def list_slots(ctx):
 
 @tool("get_teacher_unavailability", "Slot ids a teacher cannot teach.", teacher=S("teacher"))
 def get_teacher_unavailability(ctx, teacher):
-    return [r["slot"] for r in rows(ctx.db, "SELECT slot FROM unavailable WHERE teacher=? ORDER BY slot", (teacher,))]
+    return [
+        r["slot"]
+        for r in rows(ctx.db, "SELECT slot FROM unavailable WHERE teacher=? ORDER BY slot", (teacher,))
+    ]
 
 
 LADDER = ((3, ["assignment", "capacity", "room_clash"]), (5, ["teacher_clash", "group_clash"]),
@@ -46,7 +62,9 @@ class Timetabling(Category):
     summary = "school-timetabling"
     max_level = 4
     base_tools = ("list_courses", "list_rooms", "list_slots")
-    answer_format = 'JSON {"schedule": [{"course": str, "slot": int, "room": str}, ...]} with every listed course once'
+    answer_format = (
+        'JSON {"schedule": [{"course": str, "slot": int, "room": str}, ...]} with every listed course once'
+    )
 
     def library(self):
         return [list_courses, list_rooms, list_slots, get_teacher_unavailability]
@@ -63,7 +81,11 @@ class Timetabling(Category):
         for i, subject in enumerate(rng.sample(SUBJECTS, 9)):
             db.execute("INSERT INTO courses VALUES (?,?,?,?,?,0,?)", (subject, rng.choice(TEACHERS[:4]), rng.choice(["G1", "G2", "G3"]),
                                                                      rng.randint(12, 40), rng.random() < 0.3, i))  # fmt: skip
-        for name, cap, lab in (("R101", rng.randint(20, 30), 0), ("R102", 45, 0), ("Lab-A", rng.randint(25, 45), 1)):
+        for name, cap, lab in (
+            ("R101", rng.randint(20, 30), 0),
+            ("R102", 45, 0),
+            ("Lab-A", rng.randint(25, 45), 1),
+        ):
             db.execute("INSERT INTO rooms VALUES (?,?,?)", (name, cap, lab))
         for t in TEACHERS[:4]:
             for s in rng.sample(range(1, n_slots + 1), rng.randint(1, 3)):
@@ -84,7 +106,9 @@ class Timetabling(Category):
 
     def instruction(self, p):
         c = set(p["constraints"])
-        text = ["Build a timetable: give every listed course one slot and one room; rooms must hold the group and never host two courses at once."]
+        text = [
+            "Build a timetable: give every listed course one slot and one room; rooms must hold the group and never host two courses at once."
+        ]
         if "teacher_clash" in c:
             text.append("No teacher or student group may have two courses in one slot.")
         if "unavailable" in c:
@@ -95,9 +119,18 @@ class Timetabling(Category):
 
     def solve(self, call: ToolCaller, p):
         c = set(p["constraints"])
-        call.note("I load courses, rooms and slots, then assign courses by backtracking, most constrained first.")
+        call.note(
+            "I load courses, rooms and slots, then assign courses by backtracking, most constrained first."
+        )
         courses, rooms, slots = call("list_courses"), call("list_rooms"), call("list_slots")
-        away = {t: set(call("get_teacher_unavailability", teacher=t)) for t in sorted({x["teacher"] for x in courses})} if "unavailable" in c else {}
+        away = (
+            {
+                t: set(call("get_teacher_unavailability", teacher=t))
+                for t in sorted({x["teacher"] for x in courses})
+            }
+            if "unavailable" in c
+            else {}
+        )
         day = {s["id"]: s["day"] for s in slots}
         courses.sort(key=lambda x: (-x["lab"], -x["size"], x["name"]))
         plan: list[dict] = []
@@ -119,7 +152,11 @@ class Timetabling(Category):
 
         if not place(0):
             return None
-        return {"schedule": [{"course": x["course"]["name"], "slot": x["slot"], "room": x["room"]["name"]} for x in plan]}
+        return {
+            "schedule": [
+                {"course": x["course"]["name"], "slot": x["slot"], "room": x["room"]["name"]} for x in plan
+            ]
+        }
 
     def verify(self, initial, final, p, answer):
         sched = need(parse_json_answer(answer), "schedule", list)
@@ -129,25 +166,66 @@ class Timetabling(Category):
         day = {r["id"]: r["day"] for r in rows(initial, "SELECT * FROM slots")}
         items = []
         for i, e in enumerate(sched):
-            items.append((need(e, "course", str, f"schedule[{i}]"), need(e, "slot", int, f"schedule[{i}]"), need(e, "room", str, f"schedule[{i}]")))
+            items.append(
+                (
+                    need(e, "course", str, f"schedule[{i}]"),
+                    need(e, "slot", int, f"schedule[{i}]"),
+                    need(e, "room", str, f"schedule[{i}]"),
+                )
+            )
         names = [x[0] for x in items]
         valid = all(x[0] in courses and x[1] in day and x[2] in rooms for x in items)
-        check(checks, "assignment", sorted(names) == sorted(p["courses"]) and valid, "every listed course exactly once, with real slots and rooms")
+        check(
+            checks,
+            "assignment",
+            sorted(names) == sorted(p["courses"]) and valid,
+            "every listed course exactly once, with real slots and rooms",
+        )
         items = [x for x in items if x[0] in courses and x[2] in rooms and x[1] in day]
-        check(checks, "capacity", all(rooms[r]["capacity"] >= courses[n]["size"] for n, s, r in items), "a room is too small")
+        check(
+            checks,
+            "capacity",
+            all(rooms[r]["capacity"] >= courses[n]["size"] for n, s, r in items),
+            "a room is too small",
+        )
         pairs = lambda key: [(s, key(n, r)) for n, s, r in items]  # noqa: E731
         dup = lambda xs: len(xs) != len(set(xs))  # noqa: E731
         check(checks, "room_clash", not dup(pairs(lambda n, r: r)), "a room hosts two courses in one slot")
         if "teacher_clash" in c:
-            check(checks, "teacher_clash", not dup(pairs(lambda n, r: courses[n]["teacher"])), "a teacher has two courses in one slot")
-            check(checks, "group_clash", not dup(pairs(lambda n, r: courses[n]["grp"])), "a group has two courses in one slot")
+            check(
+                checks,
+                "teacher_clash",
+                not dup(pairs(lambda n, r: courses[n]["teacher"])),
+                "a teacher has two courses in one slot",
+            )
+            check(
+                checks,
+                "group_clash",
+                not dup(pairs(lambda n, r: courses[n]["grp"])),
+                "a group has two courses in one slot",
+            )
         if "unavailable" in c:
             away = {(r["teacher"], r["slot"]) for r in rows(initial, "SELECT * FROM unavailable")}
-            check(checks, "unavailable", not any((courses[n]["teacher"], s) in away for n, s, r in items), "a teacher is unavailable then")
-            check(checks, "lab", all(rooms[r]["lab"] or not courses[n]["lab"] for n, s, r in items), "a lab course is not in a lab")
+            check(
+                checks,
+                "unavailable",
+                not any((courses[n]["teacher"], s) in away for n, s, r in items),
+                "a teacher is unavailable then",
+            )
+            check(
+                checks,
+                "lab",
+                all(rooms[r]["lab"] or not courses[n]["lab"] for n, s, r in items),
+                "a lab course is not in a lab",
+            )
         if "per_day" in c:
             load = [(courses[n]["grp"], day[s]) for n, s, r in items]
-            check(checks, "per_day", all(load.count(x) <= 2 for x in load), "a group has more than two courses in a day")
+            check(
+                checks,
+                "per_day",
+                all(load.count(x) <= 2 for x in load),
+                "a group has more than two courses in a day",
+            )
         return checks
 
     def mutations(self, initial, p, answer, rng):
@@ -166,28 +244,65 @@ class Timetabling(Category):
         edit("assignment", lambda s: s[0].update(room="R999"))
         edit("assignment", lambda s: s[-1].update(slot=99))
         small = [e for e in sched if any(r["capacity"] < courses[e["course"]]["size"] for r in rooms)]
-        edit("capacity", lambda s: s[sched.index(small[0])].update(room=next(r["name"] for r in rooms if r["capacity"] < courses[small[0]["course"]]["size"])) if small else False)
+        edit(
+            "capacity",
+            lambda s: (
+                s[sched.index(small[0])].update(
+                    room=next(r["name"] for r in rooms if r["capacity"] < courses[small[0]["course"]]["size"])
+                )
+                if small
+                else False
+            ),
+        )
         edit("room_clash", lambda s: s[1].update(slot=s[0]["slot"], room=s[0]["room"]))
         if "teacher_clash" in p["constraints"]:
-            same = [(a, b) for a in sched for b in sched if a is not b and courses[a["course"]]["teacher"] == courses[b["course"]]["teacher"]]
-            edit("teacher_clash", lambda s: s[sched.index(same[0][1])].update(slot=same[0][0]["slot"], room=next(r["name"] for r in rooms if r["name"] != same[0][0]["room"])) if same else False)
+            same = [
+                (a, b)
+                for a in sched
+                for b in sched
+                if a is not b and courses[a["course"]]["teacher"] == courses[b["course"]]["teacher"]
+            ]
+            edit(
+                "teacher_clash",
+                lambda s: (
+                    s[sched.index(same[0][1])].update(
+                        slot=same[0][0]["slot"],
+                        room=next(r["name"] for r in rooms if r["name"] != same[0][0]["room"]),
+                    )
+                    if same
+                    else False
+                ),
+            )
         return out
 
     def baseline(self, call: ToolCaller, p, rng: random.Random):
         att = attends(rng, p) | {"assignment"}
         c = set(p["constraints"]) & att
         courses, rooms, slots = call("list_courses"), call("list_rooms"), call("list_slots")
-        away = {t: set(call("get_teacher_unavailability", teacher=t)) for t in sorted({x["teacher"] for x in courses})} if "unavailable" in c else {}
+        away = (
+            {
+                t: set(call("get_teacher_unavailability", teacher=t))
+                for t in sorted({x["teacher"] for x in courses})
+            }
+            if "unavailable" in c
+            else {}
+        )
         day = {s["id"]: s["day"] for s in slots}
         rng.shuffle(courses)
         plan = []
         for course in courses:
-            options = [(s["id"], r) for s in slots for r in rooms if _ok(course, s["id"], r, plan, c, away, day)]
+            options = [
+                (s["id"], r) for s in slots for r in rooms if _ok(course, s["id"], r, plan, c, away, day)
+            ]
             if not options:
                 options = [(s["id"], r) for s in slots for r in rooms]
             slot, room = rng.choice(options)
             plan.append({"course": course, "slot": slot, "room": room})
-        return {"schedule": [{"course": x["course"]["name"], "slot": x["slot"], "room": x["room"]["name"]} for x in plan]}
+        return {
+            "schedule": [
+                {"course": x["course"]["name"], "slot": x["slot"], "room": x["room"]["name"]} for x in plan
+            ]
+        }
 
 
 def _ok(course, slot, room, plan, c, away, day) -> bool:
@@ -202,6 +317,9 @@ def _ok(course, slot, room, plan, c, away, day) -> bool:
                                   or "teacher_clash" in c and x["course"]["teacher"] == course["teacher"]
                                   or "group_clash" in c and x["course"]["grp"] == course["grp"]):  # fmt: skip
             return False
-    if "per_day" in c and sum(1 for x in plan if x["course"]["grp"] == course["grp"] and day[x["slot"]] == day[slot]) >= 2:
+    if (
+        "per_day" in c
+        and sum(1 for x in plan if x["course"]["grp"] == course["grp"] and day[x["slot"]] == day[slot]) >= 2
+    ):
         return False
     return True

@@ -16,7 +16,14 @@ import random
 import sqlite3
 
 from dsv32.envs.categories.base import (
-    Category, Mutation, attends, check, need, parse_json_answer, rows, str_list,
+    Category,
+    Mutation,
+    attends,
+    check,
+    need,
+    parse_json_answer,
+    rows,
+    str_list,
 )  # fmt: skip
 from dsv32.envs.tools import I, N, S, Tool, ToolCaller, ToolError, tool
 
@@ -65,12 +72,16 @@ def search_restaurants(ctx, city, cuisine=None):
 
 @tool("search_attractions", "Attractions in a city: name, kind, ticket price.", city=S("city name"))
 def search_attractions(ctx, city):
-    return rows(ctx.db, "SELECT name, kind, ticket FROM attractions WHERE city=? ORDER BY ticket, name", (city,))
+    return rows(
+        ctx.db, "SELECT name, kind, ticket FROM attractions WHERE city=? ORDER BY ticket, name", (city,)
+    )
 
 
 @tool("get_budget_policy", "Daily meal and attraction budgets for a hotel price tier.", tier=I("1, 2 or 3"))
 def get_budget_policy(ctx, tier):
-    found = rows(ctx.db, "SELECT tier, meal_budget, attraction_budget FROM budget_policy WHERE tier=?", (tier,))
+    found = rows(
+        ctx.db, "SELECT tier, meal_budget, attraction_budget FROM budget_policy WHERE tier=?", (tier,)
+    )
     if not found:
         raise ToolError(f"no budget policy for tier {tier}; tiers are 1, 2, 3")
     return found[0]
@@ -86,7 +97,12 @@ def get_attraction_schedule(ctx, name):
 
 
 LADDER = (
-    {"n_days": 2, "meals": 1, "sights": 1, "add": ["day_count", "start_city", "hotel", "restaurants", "attractions"]},
+    {
+        "n_days": 2,
+        "meals": 1,
+        "sights": 1,
+        "add": ["day_count", "start_city", "hotel", "restaurants", "attractions"],
+    },
     {"n_days": 3, "add": ["no_repeat", "routes"]},
     {"meals": 2, "add": ["meal_budget", "attraction_budget"]},
     {"n_days": 4, "add": ["open_days", "min_rating"]},
@@ -118,7 +134,10 @@ class Travel(Category):
             CREATE TABLE budget_policy(tier INT PRIMARY KEY, meal_budget INT, attraction_budget INT);
         """)
         cities = rng.sample(CITIES, rng.randint(8, 11))
-        db.executemany("INSERT INTO cities VALUES (?,?)", [(c, rng.choice(["east", "south", "north", "west"])) for c in cities])
+        db.executemany(
+            "INSERT INTO cities VALUES (?,?)",
+            [(c, rng.choice(["east", "south", "north", "west"])) for c in cities],
+        )
         edges = {tuple(sorted((cities[i], cities[(i + 1) % len(cities)]))) for i in range(len(cities))}
         while len(edges) < int(len(cities) * 1.8):
             edges.add(tuple(sorted(rng.sample(cities, 2))))
@@ -126,20 +145,43 @@ class Travel(Category):
             hours = round(rng.uniform(0.5, 6), 1)
             db.executemany("INSERT INTO routes VALUES (?,?,?)", [(a, b, hours), (b, a, hours)])
         scale = rng.uniform(0.85, 1.15)
-        budgets = [(1, int(60 * scale), int(40 * scale)), (2, int(95 * scale), int(75 * scale)), (3, int(150 * scale), int(130 * scale))]
+        budgets = [
+            (1, int(60 * scale), int(40 * scale)),
+            (2, int(95 * scale), int(75 * scale)),
+            (3, int(150 * scale), int(130 * scale)),
+        ]
         db.executemany("INSERT INTO budget_policy VALUES (?,?,?)", budgets)
         for city in cities:
             words = rng.sample(WORDS, 8)
             for i, tier in enumerate(sorted(rng.choices([1, 2, 3], k=rng.randint(3, 4)))):
                 price = rng.randint(150, 320) * tier
-                db.execute("INSERT INTO hotels VALUES (?,?,?,?,?)", (f"{words[i]} {city} Hotel", city, tier, price, round(rng.uniform(3.0, 5.0), 1)))
+                db.execute(
+                    "INSERT INTO hotels VALUES (?,?,?,?,?)",
+                    (f"{words[i]} {city} Hotel", city, tier, price, round(rng.uniform(3.0, 5.0), 1)),
+                )
             for i in range(rng.randint(5, 7)):
                 cuisine = rng.choice(CUISINES)
-                name = f"{words[i]} {cuisine.title()} House of {city}" if i % 2 else f"{city} {words[i]} {cuisine.title()} Kitchen"
-                db.execute("INSERT OR IGNORE INTO restaurants VALUES (?,?,?,?,?)", (name, city, cuisine, rng.randint(12, 75), round(rng.uniform(3.0, 5.0), 1)))
+                name = (
+                    f"{words[i]} {cuisine.title()} House of {city}"
+                    if i % 2
+                    else f"{city} {words[i]} {cuisine.title()} Kitchen"
+                )
+                db.execute(
+                    "INSERT OR IGNORE INTO restaurants VALUES (?,?,?,?,?)",
+                    (name, city, cuisine, rng.randint(12, 75), round(rng.uniform(3.0, 5.0), 1)),
+                )
             for kind in rng.sample(KINDS, rng.randint(4, 6)):
                 closed = rng.choice([-1, -1, 0, 1, 2, 3, 4, 5, 6])
-                db.execute("INSERT INTO attractions VALUES (?,?,?,?,?)", (f"{city} {rng.choice(WORDS)} {kind.title()}", city, kind, rng.choice([0, 10, 20, 30, 45, 60, 80]), closed))
+                db.execute(
+                    "INSERT INTO attractions VALUES (?,?,?,?,?)",
+                    (
+                        f"{city} {rng.choice(WORDS)} {kind.title()}",
+                        city,
+                        kind,
+                        rng.choice([0, 10, 20, 30, 45, 60, 80]),
+                        closed,
+                    ),
+                )
         return f"{len(cities)} cities with hotels, restaurants, attractions and train routes"
 
     def initial_task(self, db, rng):
@@ -159,7 +201,9 @@ class Travel(Category):
         if "min_rating" in step["add"]:
             new["min_rating"] = rng.choice([3.3, 3.5, 3.7])
         if "hotel_total" in step["add"]:
-            median = rows(db, "SELECT price FROM hotels ORDER BY price LIMIT 1 OFFSET (SELECT COUNT(*)/2 FROM hotels)")
+            median = rows(
+                db, "SELECT price FROM hotels ORDER BY price LIMIT 1 OFFSET (SELECT COUNT(*)/2 FROM hotels)"
+            )
             new["hotel_total"] = int(median[0]["price"] * new["n_days"] * rng.uniform(0.9, 1.2))
         return new
 
@@ -205,8 +249,14 @@ class Travel(Category):
                 return None
             sights = get("search_attractions", city=city)
             if "open_days" in c:
-                sights = [s for s in sights if get("get_attraction_schedule", name=s["name"])["closed_on"] != WEEKDAYS[weekday]]
-            if len(sights) < p["sights"] or (budget and sum(s["ticket"] for s in sights[: p["sights"]]) > budget["attraction_budget"]):
+                sights = [
+                    s
+                    for s in sights
+                    if get("get_attraction_schedule", name=s["name"])["closed_on"] != WEEKDAYS[weekday]
+                ]
+            if len(sights) < p["sights"] or (
+                budget and sum(s["ticket"] for s in sights[: p["sights"]]) > budget["attraction_budget"]
+            ):
                 return None
             return {"city": city, "hotel": hotel["name"], "restaurants": [r["name"] for r in picks],
                     "attractions": [s["name"] for s in sights[: p["sights"]]]}  # fmt: skip
@@ -218,13 +268,21 @@ class Travel(Category):
             if day == 0:
                 options = [p["start"]]
             else:
-                options = [r["city"] for r in get("get_routes", city=plan[-1]["city"])] if "routes" in c else [r["name"] for r in get("list_cities")]
+                options = (
+                    [r["city"] for r in get("get_routes", city=plan[-1]["city"])]
+                    if "routes" in c
+                    else [r["name"] for r in get("list_cities")]
+                )
             used = {d["city"] for d in plan}
             for city in options:
                 if city in used and ("no_repeat" in c or len(used) < n_cities):
                     continue
                 for hotel in get("search_hotels", city=city, min_rating=p["min_rating"]):
-                    if p["hotel_total"] is not None and "hotel_total" in c and spent + hotel["price"] > p["hotel_total"]:
+                    if (
+                        p["hotel_total"] is not None
+                        and "hotel_total" in c
+                        and spent + hotel["price"] > p["hotel_total"]
+                    ):
                         continue
                     entry = day_plan(city, day, hotel)
                     if entry is not None:
@@ -245,32 +303,64 @@ class Travel(Category):
             need(d, "city", str, f"days[{i}]"), need(d, "hotel", str, f"days[{i}]")
             str_list(d, "restaurants", f"days[{i}]"), str_list(d, "attractions", f"days[{i}]")
         look = _Lookup(initial)
-        check(checks, "day_count", len(days) == p["n_days"], f"{len(days)} days planned, {p['n_days']} required")
-        check(checks, "start_city", bool(days) and days[0]["city"] == p["start"], f"the trip must start in {p['start']}")
+        check(
+            checks, "day_count", len(days) == p["n_days"], f"{len(days)} days planned, {p['n_days']} required"
+        )
+        check(
+            checks,
+            "start_city",
+            bool(days) and days[0]["city"] == p["start"],
+            f"the trip must start in {p['start']}",
+        )
         bad_h = [d["hotel"] for d in days if look.hotel(d["hotel"]).get("city") != d["city"]]
         check(checks, "hotel", not bad_h, f"hotels not found in that day's city: {bad_h}")
         bad_r = [n for d in days for n in d["restaurants"] if look.restaurant(n).get("city") != d["city"]]
         counts = all(len(d["restaurants"]) == p["meals"] for d in days)
-        check(checks, "restaurants", not bad_r and counts, f"need {p['meals']} restaurant(s) a day in that city; bad: {bad_r}")
+        check(
+            checks,
+            "restaurants",
+            not bad_r and counts,
+            f"need {p['meals']} restaurant(s) a day in that city; bad: {bad_r}",
+        )
         bad_a = [n for d in days for n in d["attractions"] if look.attraction(n).get("city") != d["city"]]
         counts = all(len(d["attractions"]) == p["sights"] for d in days)
-        check(checks, "attractions", not bad_a and counts, f"need {p['sights']} attraction(s) a day in that city; bad: {bad_a}")
+        check(
+            checks,
+            "attractions",
+            not bad_a and counts,
+            f"need {p['sights']} attraction(s) a day in that city; bad: {bad_a}",
+        )
         if "no_repeat" in c:
-            every = [d["city"] for d in days] + [d["hotel"] for d in days] + [n for d in days for n in d["restaurants"] + d["attractions"]]
+            every = (
+                [d["city"] for d in days]
+                + [d["hotel"] for d in days]
+                + [n for d in days for n in d["restaurants"] + d["attractions"]]
+            )
             dup = sorted({x for x in every if every.count(x) > 1})
             check(checks, "no_repeat", not dup, f"repeated: {dup}")
         if "routes" in c:
-            gaps = [(a["city"], b["city"]) for a, b in zip(days, days[1:]) if not look.route(a["city"], b["city"])]
+            gaps = [
+                (a["city"], b["city"]) for a, b in zip(days, days[1:]) if not look.route(a["city"], b["city"])
+            ]
             check(checks, "routes", not gaps, f"no direct train between {gaps}")
         if "meal_budget" in c:
             over_m, over_a = [], []
             for i, d in enumerate(days):
                 pol = look.policy(look.hotel(d["hotel"]).get("tier"))
-                if sum(look.restaurant(n).get("cost", 0) for n in d["restaurants"]) > pol.get("meal_budget", -1):
+                if sum(look.restaurant(n).get("cost", 0) for n in d["restaurants"]) > pol.get(
+                    "meal_budget", -1
+                ):
                     over_m.append(i + 1)
-                if sum(look.attraction(n).get("ticket", 0) for n in d["attractions"]) > pol.get("attraction_budget", -1):
+                if sum(look.attraction(n).get("ticket", 0) for n in d["attractions"]) > pol.get(
+                    "attraction_budget", -1
+                ):
                     over_a.append(i + 1)
-            check(checks, "meal_budget", not over_m, f"meal budget of the hotel's tier exceeded on day(s) {over_m}")
+            check(
+                checks,
+                "meal_budget",
+                not over_m,
+                f"meal budget of the hotel's tier exceeded on day(s) {over_m}",
+            )
             check(checks, "attraction_budget", not over_a, f"attraction budget exceeded on day(s) {over_a}")
         if "open_days" in c:
             closed = [n for i, d in enumerate(days) for n in d["attractions"]
@@ -281,9 +371,18 @@ class Travel(Category):
             check(checks, "min_rating", not low, f"hotels rated below {p['min_rating']}: {low}")
         if "hotel_total" in c:
             total = sum(look.hotel(d["hotel"]).get("price", 0) for d in days)
-            check(checks, "hotel_total", total <= p["hotel_total"], f"hotel total {total} exceeds {p['hotel_total']}")
+            check(
+                checks,
+                "hotel_total",
+                total <= p["hotel_total"],
+                f"hotel total {total} exceeds {p['hotel_total']}",
+            )
         if "cuisine_variety" in c:
-            same = [i + 1 for i, d in enumerate(days) if len({look.restaurant(n).get("cuisine") for n in d["restaurants"]}) < len(d["restaurants"])]
+            same = [
+                i + 1
+                for i, d in enumerate(days)
+                if len({look.restaurant(n).get("cuisine") for n in d["restaurants"]}) < len(d["restaurants"])
+            ]
             check(checks, "cuisine_variety", not same, f"a cuisine repeats on day(s) {same}")
         return checks
 
@@ -291,19 +390,39 @@ class Travel(Category):
         c, days, look, out = set(p["constraints"]), answer["days"], _Lookup(initial), []
 
         def edit(name, fn):
-            new = {"days": [dict(d, restaurants=list(d["restaurants"]), attractions=list(d["attractions"])) for d in days]}
+            new = {
+                "days": [
+                    dict(d, restaurants=list(d["restaurants"]), attractions=list(d["attractions"]))
+                    for d in days
+                ]
+            }
             if fn(new["days"]) is not False:
                 out.append(Mutation(name, new))
 
         used = {n for d in days for n in [d["hotel"], *d["restaurants"], *d["attractions"]]}
-        other = lambda table, city: [r for r in rows(initial, f"SELECT * FROM {table} WHERE city!=?", (city,)) if r["name"] not in used]  # noqa: E731
+        other = lambda table, city: [
+            r for r in rows(initial, f"SELECT * FROM {table} WHERE city!=?", (city,)) if r["name"] not in used
+        ]  # noqa: E731
         edit("day_count", lambda ds: ds.pop())
         edit("start_city", lambda ds: ds.reverse() if ds[-1]["city"] != p["start"] else False)
         edit("hotel", lambda ds: ds[0].update(hotel=other("hotels", ds[0]["city"])[0]["name"]))
-        edit("restaurants", lambda ds: ds[-1]["restaurants"].__setitem__(0, other("restaurants", ds[-1]["city"])[0]["name"]))
+        edit(
+            "restaurants",
+            lambda ds: ds[-1]["restaurants"].__setitem__(0, other("restaurants", ds[-1]["city"])[0]["name"]),
+        )
         edit("restaurants", lambda ds: ds[0]["restaurants"].__setitem__(0, "Imaginary Noodle Palace"))
-        edit("attractions", lambda ds: ds[0]["attractions"].__setitem__(0, other("attractions", ds[0]["city"])[0]["name"]))
-        edit("attractions", lambda ds: ds[-1]["attractions"].append(ds[-1]["attractions"][0]) if "no_repeat" not in c else ds[-1]["attractions"].pop())
+        edit(
+            "attractions",
+            lambda ds: ds[0]["attractions"].__setitem__(0, other("attractions", ds[0]["city"])[0]["name"]),
+        )
+        edit(
+            "attractions",
+            lambda ds: (
+                ds[-1]["attractions"].append(ds[-1]["attractions"][0])
+                if "no_repeat" not in c
+                else ds[-1]["attractions"].pop()
+            ),
+        )
         if "no_repeat" in c:
             edit("no_repeat", lambda ds: ds.__setitem__(-1, dict(ds[0])))
         if "routes" in c:
@@ -318,46 +437,74 @@ class Travel(Category):
                 ds[-1]["hotel"] = rows(initial, "SELECT name FROM hotels WHERE city=?", (far[0],))[0]["name"]
 
             edit("routes", unroute)
-        for key, table, field_, limit in (("meal_budget", "restaurants", "cost", "meal_budget"), ("attraction_budget", "attractions", "ticket", "attraction_budget")):
+        for key, table, field_, limit in (
+            ("meal_budget", "restaurants", "cost", "meal_budget"),
+            ("attraction_budget", "attractions", "ticket", "attraction_budget"),
+        ):
             if key in c:
+
                 def blow(ds, table=table, field_=field_, limit=limit):
                     for d in ds:
                         slot = "restaurants" if table == "restaurants" else "attractions"
                         pol = look.policy(look.hotel(d["hotel"])["tier"])
-                        for cand in rows(initial, f"SELECT name, {field_} AS v FROM {table} WHERE city=? ORDER BY v DESC", (d["city"],)):
+                        for cand in rows(
+                            initial,
+                            f"SELECT name, {field_} AS v FROM {table} WHERE city=? ORDER BY v DESC",
+                            (d["city"],),
+                        ):
                             if cand["name"] in d[slot]:
                                 continue
                             trial = d[slot][1:] + [cand["name"]]
-                            total = sum(rows(initial, f"SELECT {field_} AS v FROM {table} WHERE name=?", (n,))[0]["v"] for n in trial)
-                            if total > pol[limit] and (slot != "restaurants" or "cuisine_variety" not in c or len({look.restaurant(n)["cuisine"] for n in trial}) == len(trial)):
+                            total = sum(
+                                rows(initial, f"SELECT {field_} AS v FROM {table} WHERE name=?", (n,))[0]["v"]
+                                for n in trial
+                            )
+                            if total > pol[limit] and (
+                                slot != "restaurants"
+                                or "cuisine_variety" not in c
+                                or len({look.restaurant(n)["cuisine"] for n in trial}) == len(trial)
+                            ):
                                 d[slot] = trial
                                 return None
                     return False
 
                 edit(key, blow)
         if "open_days" in c:
+
             def closed(ds):
                 for i, d in enumerate(ds):
                     wd = (p["start_weekday"] + i) % 7
-                    for cand in rows(initial, "SELECT name FROM attractions WHERE city=? AND closed_weekday=?", (d["city"], wd)):
+                    for cand in rows(
+                        initial,
+                        "SELECT name FROM attractions WHERE city=? AND closed_weekday=?",
+                        (d["city"], wd),
+                    ):
                         d["attractions"][0] = cand["name"]
                         return None
                 return False
 
             edit("open_days", closed)
         if "min_rating" in c:
+
             def low(ds):
                 for d in ds:
-                    for h in rows(initial, "SELECT name FROM hotels WHERE city=? AND rating<?", (d["city"], p["min_rating"])):
+                    for h in rows(
+                        initial,
+                        "SELECT name FROM hotels WHERE city=? AND rating<?",
+                        (d["city"], p["min_rating"]),
+                    ):
                         d["hotel"] = h["name"]
                         return None
                 return False
 
             edit("min_rating", low)
         if "hotel_total" in c:
+
             def pricey(ds):
                 for d in ds:
-                    d["hotel"] = rows(initial, "SELECT name FROM hotels WHERE city=? ORDER BY price DESC", (d["city"],))[0]["name"]
+                    d["hotel"] = rows(
+                        initial, "SELECT name FROM hotels WHERE city=? ORDER BY price DESC", (d["city"],)
+                    )[0]["name"]
                 if sum(look.hotel(d["hotel"])["price"] for d in ds) <= p["hotel_total"]:
                     return False
 
@@ -373,12 +520,18 @@ class Travel(Category):
             if day == 0:
                 city = p["start"]
             else:
-                pool = [r["city"] for r in call("get_routes", city=plan[-1]["city"])] if "routes" in att else cities
+                pool = (
+                    [r["city"] for r in call("get_routes", city=plan[-1]["city"])]
+                    if "routes" in att
+                    else cities
+                )
                 pool = [x for x in pool if x not in used] if "no_repeat" in att else pool
                 if not pool:
                     return {"days": plan}
                 city = rng.choice(pool)
-            hotels = call("search_hotels", city=city, min_rating=p["min_rating"] if "min_rating" in att else 0.0)
+            hotels = call(
+                "search_hotels", city=city, min_rating=p["min_rating"] if "min_rating" in att else 0.0
+            )
             if "hotel_total" in att and p["hotel_total"]:
                 left = p["hotel_total"] - sum(h for h in (d["_price"] for d in plan))
                 hotels = [h for h in hotels if h["price"] <= left / (p["n_days"] - day)] or hotels[:1]
@@ -390,9 +543,24 @@ class Travel(Category):
             sights = call("search_attractions", city=city)
             if "open_days" in att:
                 wd = WEEKDAYS[(p["start_weekday"] + day) % 7]
-                sights = [s for s in sights if call("get_attraction_schedule", name=s["name"])["closed_on"] != wd]
-            meal = _sample(rng, food, p["meals"], lambda rs: (not budget or sum(r["cost"] for r in rs) <= budget["meal_budget"]) and ("cuisine_variety" not in att or len({r["cuisine"] for r in rs}) == len(rs)))
-            seen = _sample(rng, sights, p["sights"], lambda ss: not budget or sum(s["ticket"] for s in ss) <= budget["attraction_budget"])
+                sights = [
+                    s for s in sights if call("get_attraction_schedule", name=s["name"])["closed_on"] != wd
+                ]
+            meal = _sample(
+                rng,
+                food,
+                p["meals"],
+                lambda rs: (
+                    (not budget or sum(r["cost"] for r in rs) <= budget["meal_budget"])
+                    and ("cuisine_variety" not in att or len({r["cuisine"] for r in rs}) == len(rs))
+                ),
+            )
+            seen = _sample(
+                rng,
+                sights,
+                p["sights"],
+                lambda ss: not budget or sum(s["ticket"] for s in ss) <= budget["attraction_budget"],
+            )
             plan.append({"city": city, "hotel": hotel["name"], "_price": hotel["price"],
                          "restaurants": [r["name"] for r in meal], "attractions": [s["name"] for s in seen]})  # fmt: skip
         return {"days": [{k: v for k, v in d.items() if k != "_price"} for d in plan]}
@@ -430,15 +598,25 @@ class _Lookup:
 
     def _one(self, table: str, key: str, value) -> dict:
         if (table, value) not in self.memo:
-            found = rows(self.db, f"SELECT * FROM {table} WHERE {key}=?", (value,)) if isinstance(value, (str, int)) else []
+            found = (
+                rows(self.db, f"SELECT * FROM {table} WHERE {key}=?", (value,))
+                if isinstance(value, (str, int))
+                else []
+            )
             self.memo[(table, value)] = found[0] if found else {}
         return self.memo[(table, value)]
 
-    def hotel(self, name): return self._one("hotels", "name", name)  # noqa: E704
-    def restaurant(self, name): return self._one("restaurants", "name", name)  # noqa: E704
-    def attraction(self, name): return self._one("attractions", "name", name)  # noqa: E704
-    def policy(self, tier): return self._one("budget_policy", "tier", tier)  # noqa: E704
+    def hotel(self, name):
+        return self._one("hotels", "name", name)  # noqa: E704
+
+    def restaurant(self, name):
+        return self._one("restaurants", "name", name)  # noqa: E704
+
+    def attraction(self, name):
+        return self._one("attractions", "name", name)  # noqa: E704
+
+    def policy(self, tier):
+        return self._one("budget_policy", "tier", tier)  # noqa: E704
 
     def route(self, a: str, b: str) -> bool:
         return bool(rows(self.db, "SELECT 1 FROM routes WHERE city_a=? AND city_b=?", (a, b)))
-
