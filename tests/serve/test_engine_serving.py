@@ -142,3 +142,36 @@ def test_forced_tool_call_on_an_untrained_model_is_answered_not_crashed(live):
         assert choice.finish_reason in ("length", "stop") and not choice.message.tool_calls
         assert choice.finish_reason == "length" or getattr(choice, "parse_error", None)
     assert client.chat.completions.create(model=state.model_name, messages=HELLO, max_tokens=2).choices
+
+
+def test_dsv32_serve_command_in_a_subprocess(checkpoint):
+    import signal
+    import subprocess
+
+    from dsv32.serve.server import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "dsv32.cli", "serve", "--checkpoint", str(checkpoint), "--port", str(port),
+           "--model-name", "tiny-served", "--max-batch", "2"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "dsv32 serve did not come up"
+            time.sleep(0.2)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["tiny-served"]
+        resp = client.chat.completions.create(model="tiny-served", messages=HELLO, max_tokens=3)
+        assert resp.usage.completion_tokens <= 3
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=30)[0]
+    assert proc.returncode in (0, 130), out  # 130: Ctrl+C, re-raised after a clean shutdown
+    assert "Application shutdown complete" in out
+    assert f"serving 'tiny-served' on http://127.0.0.1:{port}" in out
