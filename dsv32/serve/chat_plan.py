@@ -174,7 +174,7 @@ def plan_chat(
         raise bad_request(
             f"tool_choice {mode!r} in thinking mode needs {THINK_END!r} as one token", "tool_choice"
         )
-    forced_len = len(tokenizer.encode(forced)) if forced and not thinking else 0
+    forced_len = len(tokenizer.encode(forced)) if forced else 0  # prompt-side tokens, in either mode
     max_tokens = fit_max_tokens(req.token_limit(), len(prompt_ids) + forced_len, context_length)
     eos_id = single_token_id(tokenizer, EOS)
     banned: tuple[int, ...] = ()
