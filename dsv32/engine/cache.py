@@ -43,7 +43,9 @@ class CacheSpec:
 
     def __post_init__(self) -> None:
         if self.latent not in LATENT_DTYPES:
-            raise ValueError(f"cache latent dtype must be one of {sorted(LATENT_DTYPES)}, got {self.latent!r}")
+            raise ValueError(
+                f"cache latent dtype must be one of {sorted(LATENT_DTYPES)}, got {self.latent!r}"
+            )
         if self.index not in INDEX_MODES:
             raise ValueError(f"cache index mode must be one of {INDEX_MODES}, got {self.index!r}")
 
@@ -72,16 +74,24 @@ class PagedCache:
         self.config, self.spec = config, spec or CacheSpec.compact()
         self.n_pages, self.page_size, self.device = n_pages, page_size, torch.device(device)
         n_layers, rows = config.num_hidden_layers, n_pages * page_size
-        self.kv_rank, self.rope_dim, self.index_dim = config.kv_lora_rank, config.qk_rope_head_dim, config.index_head_dim
+        self.kv_rank, self.rope_dim, self.index_dim = (
+            config.kv_lora_rank,
+            config.qk_rope_head_dim,
+            config.index_head_dim,
+        )
         self.fp8_block = min(128, self.index_dim)
         latent_dtype = LATENT_DTYPES[self.spec.latent]
         self.latent = torch.zeros(n_layers, rows, config.latent_dim, dtype=latent_dtype, device=self.device)
         mode = self.spec.index
-        code_dtype = {"fp8": torch.uint8, "int8": torch.int8, "bf16": torch.bfloat16, "fp32": torch.float32}[mode]
+        code_dtype = {"fp8": torch.uint8, "int8": torch.int8, "bf16": torch.bfloat16, "fp32": torch.float32}[
+            mode
+        ]
         self.index_codes = torch.zeros(n_layers, rows, self.index_dim, dtype=code_dtype, device=self.device)
         n_scales = {"fp8": self.index_dim // self.fp8_block, "int8": 1}.get(mode, 0)
         self.index_scales = (
-            torch.zeros(n_layers, rows, n_scales, dtype=torch.float32, device=self.device) if n_scales else None
+            torch.zeros(n_layers, rows, n_scales, dtype=torch.float32, device=self.device)
+            if n_scales
+            else None
         )
         self._free: list[int] = list(range(n_pages - 1, -1, -1))  # pop() hands out page 0 first
         self._tables: dict[object, list[int]] = {}
@@ -89,7 +99,9 @@ class PagedCache:
     # ---- accounting -------------------------------------------------------------------------
     def bytes_per_token(self) -> int:
         """Bytes one token occupies across all layers, from the actual storage tensors."""
-        tensors = [self.latent, self.index_codes] + ([self.index_scales] if self.index_scales is not None else [])
+        tensors = [self.latent, self.index_codes] + (
+            [self.index_scales] if self.index_scales is not None else []
+        )
         rows = self.n_pages * self.page_size
         return sum(t.numel() * t.element_size() for t in tensors) // rows
 
@@ -116,7 +128,8 @@ class PagedCache:
             if not table:
                 del self._tables[seq_id]
             raise CacheFullError(
-                f"sequence {seq_id!r} needs {need} more pages of {self.page_size} tokens, {len(self._free)} free"
+                f"sequence {seq_id!r} needs {need} more pages of {self.page_size} tokens, "
+                f"{len(self._free)} free"
             )
         for _ in range(max(0, need)):
             table.append(self._free.pop())
@@ -129,7 +142,9 @@ class PagedCache:
     def rows(self, seq_id: object, start: int, end: int) -> torch.Tensor:
         """Flat pool rows of positions [start, end) of `seq_id` (int64 [end - start])."""
         if end > self.capacity(seq_id):
-            raise IndexError(f"positions up to {end} exceed the {self.capacity(seq_id)} reserved for {seq_id!r}")
+            raise IndexError(
+                f"positions up to {end} exceed the {self.capacity(seq_id)} reserved for {seq_id!r}"
+            )
         pos = torch.arange(start, end, device=self.device)
         table = torch.tensor(self._tables[seq_id], dtype=torch.long, device=self.device)
         return table[pos // self.page_size] * self.page_size + pos % self.page_size
@@ -152,7 +167,9 @@ class PagedCache:
         else:
             self.index_codes[layer, rows_N] = k_index_ND.to(self.index_codes.dtype)
 
-    def read_latent(self, layer: int, rows: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def read_latent(
+        self, layer: int, rows: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(c_kv [..., C], k_pe [..., dr]) at pool rows of any shape, cast to `dtype`."""
         lat = self.latent[layer][rows].to(dtype)
         return lat[..., : self.kv_rank], lat[..., self.kv_rank :]

@@ -82,7 +82,9 @@ class SequenceRecord:
             return {}
         n = routing.shape[0] if length is None else length
         if n > routing.shape[0]:
-            filler = torch.arange(routing.shape[2], dtype=torch.int16).expand(n - routing.shape[0], len(self.moe_layers), -1)
+            filler = torch.arange(routing.shape[2], dtype=torch.int16).expand(
+                n - routing.shape[0], len(self.moe_layers), -1
+            )
             routing = torch.cat((routing, filler), dim=0)
         return {layer: routing[:n, j].long()[None] for j, layer in enumerate(self.moe_layers)}
 
@@ -126,10 +128,16 @@ class SequenceRecord:
     @classmethod
     def from_dict(cls, data: dict) -> SequenceRecord:
         try:
-            rec = cls(list(data["prompt_ids"]), list(data["moe_layers"]), list(data["token_ids"]),
-                      [bool(s) for s in data["sampled"]], [float(x) for x in data["logprobs"]],
-                      [float(x) for x in data["temperatures"]],
-                      [None if k is None else torch.tensor(k, dtype=torch.int32) for k in data["kept_ids"]])  # fmt: skip
+            kept = [None if k is None else torch.tensor(k, dtype=torch.int32) for k in data["kept_ids"]]
+            rec = cls(
+                list(data["prompt_ids"]),
+                list(data["moe_layers"]),
+                list(data["token_ids"]),
+                [bool(s) for s in data["sampled"]],
+                [float(x) for x in data["logprobs"]],
+                [float(x) for x in data["temperatures"]],
+                kept,
+            )
         except (KeyError, TypeError) as err:
             raise ValueError(f"not a sequence record: missing or malformed field ({err})") from None
         n = len(rec.token_ids)

@@ -87,7 +87,9 @@ class ModelRunner:
         routing = []
         for block in self.model.model.layers:
             x = block.input_layernorm(h)
-            h = h + self._attention(block.layer, block.self_attn, x, cos, sin, pos_BT, ctx_rows_BS, new_rows_BT)
+            h = h + self._attention(
+                block.layer, block.self_attn, x, cos, sin, pos_BT, ctx_rows_BS, new_rows_BT
+            )
             mlp_in = block.post_attention_layernorm(h)
             if isinstance(block.mlp, MoE):
                 mlp_out, r = block.mlp(mlp_in)
@@ -104,7 +106,9 @@ class ModelRunner:
         q_nope, q_pe, qr = attn.query(x, cos, sin)
         c_kv, k_pe = attn.latent(x, cos, sin)
         k_index = attn.indexer.keys(x, cos, sin)
-        cache.write(layer, new_rows_BT.flatten(), c_kv.flatten(0, 1), k_pe.flatten(0, 1), k_index.flatten(0, 1))
+        cache.write(
+            layer, new_rows_BT.flatten(), c_kv.flatten(0, 1), k_pe.flatten(0, 1), k_index.flatten(0, 1)
+        )
         if self.attention == "dense":
             c_all, pe_all = cache.read_latent(layer, ctx_rows_BS, dtype)
             if t > 1:

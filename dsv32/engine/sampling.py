@@ -49,17 +49,32 @@ class SamplingParams:
             if not ok:
                 raise ValueError(f"invalid sampling parameter: {what}")
 
-        need(isinstance(self.max_tokens, int) and self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens}")
-        need(math.isfinite(self.temperature) and self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
+        need(
+            isinstance(self.max_tokens, int) and self.max_tokens >= 1,
+            f"max_tokens must be >= 1, got {self.max_tokens}",
+        )
+        need(
+            math.isfinite(self.temperature) and self.temperature >= 0,
+            f"temperature must be >= 0, got {self.temperature}",
+        )
         need(isinstance(self.top_k, int) and self.top_k >= 0, f"top_k must be an int >= 0, got {self.top_k}")
         need(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         need(0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p}")
-        need(-2 <= self.presence_penalty <= 2, f"presence_penalty must be in [-2, 2], got {self.presence_penalty}")
-        need(-2 <= self.frequency_penalty <= 2, f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}")
+        need(
+            -2 <= self.presence_penalty <= 2,
+            f"presence_penalty must be in [-2, 2], got {self.presence_penalty}",
+        )
+        need(
+            -2 <= self.frequency_penalty <= 2,
+            f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}",
+        )
         need(self.repetition_penalty > 0, f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         need(all(0 <= int(t) < vocab_size for t in self.stop_token_ids),
              f"stop_token_ids must lie in [0, {vocab_size}), got {list(self.stop_token_ids)}")  # fmt: skip
-        need(all(isinstance(s, str) and s for s in self.stop), f"stop must be non-empty strings, got {self.stop!r}")
+        need(
+            all(isinstance(s, str) and s for s in self.stop),
+            f"stop must be non-empty strings, got {self.stop!r}",
+        )
         need(0 <= self.top_logprobs <= 20, f"top_logprobs must be in [0, 20], got {self.top_logprobs}")
         return self
 
@@ -87,7 +102,10 @@ class SampledRow:
 
 
 def apply_penalties(
-    logits_V: torch.Tensor, params: SamplingParams, output_counts_V: torch.Tensor | None, seen_V: torch.Tensor | None
+    logits_V: torch.Tensor,
+    params: SamplingParams,
+    output_counts_V: torch.Tensor | None,
+    seen_V: torch.Tensor | None,
 ) -> torch.Tensor:
     """Repetition (over `seen`, prompt + output), then presence and frequency (over output counts)."""
     if not params.has_penalties:
@@ -99,7 +117,9 @@ def apply_penalties(
         logits_V = torch.where(seen_V, penalised, logits_V)
     if output_counts_V is not None:
         counts = output_counts_V.float()
-        logits_V = logits_V - params.presence_penalty * (counts > 0).float() - params.frequency_penalty * counts
+        logits_V = (
+            logits_V - params.presence_penalty * (counts > 0).float() - params.frequency_penalty * counts
+        )
     return logits_V
 
 

@@ -147,6 +147,10 @@ class RequestHandle:
             pass
         return self._engine._completion(self._req)
 
+    def completion(self) -> Completion:
+        """The request's state so far, without waiting."""
+        return self._engine._completion(self._req)
+
     def cancel(self) -> None:
         self._engine.cancel(self.request_id)
 
@@ -220,8 +224,9 @@ class Engine:
             if rid in self._requests:
                 raise ValueError(f"request id {rid!r} is already in use")
             seed = params.seed if params.seed is not None else self._rng.randrange(2**62)
-            req = _Request(rid, params, list(prompt_ids), SequenceRecord(list(prompt_ids), self.config.moe_layers),
-                           keep_open, torch.Generator().manual_seed(seed))  # fmt: skip
+            record = SequenceRecord(list(prompt_ids), self.config.moe_layers)
+            generator = torch.Generator().manual_seed(seed)
+            req = _Request(rid, params, list(prompt_ids), record, keep_open, generator)
             req.segment_start = len(prompt_ids)
             self._init_penalty_state(req)
             self._requests[rid] = req
@@ -293,7 +298,9 @@ class Engine:
         if len(req.tokens) + len(ids) >= self.max_seq_len:
             raise ValueError(f"forcing {len(ids)} tokens would exceed the context of {self.max_seq_len}")
         if req.state == RUNNING:
-            self.cache.reserve(req.id, min(self.max_seq_len, len(req.tokens) + len(ids) + req.params.max_tokens))
+            self.cache.reserve(
+                req.id, min(self.max_seq_len, len(req.tokens) + len(ids) + req.params.max_tokens)
+            )
         req.tokens.extend(ids)
         req.record.add_forced(ids)
         if req.seen is not None and ids:
@@ -355,8 +362,9 @@ class Engine:
 
     def _sample(self, ready: list[tuple[_Request, torch.Tensor]]) -> None:
         reqs = [r for r, _ in ready]
-        rows = sample_batch(torch.stack([lg for _, lg in ready]), [r.params for r in reqs],
-                            [r.generator for r in reqs], [r.counts for r in reqs], [r.seen for r in reqs])  # fmt: skip
+        logits = torch.stack([lg for _, lg in ready])
+        params, generators = [r.params for r in reqs], [r.generator for r in reqs]
+        rows = sample_batch(logits, params, generators, [r.counts for r in reqs], [r.seen for r in reqs])
         for req, row in zip(reqs, rows):
             p = req.params
             req.tokens.append(row.token_id)
@@ -391,12 +399,16 @@ class Engine:
                 self._finish(req, reason, emit=False, final=not req.keep_open)
 
     def _segment_text(self, req: _Request) -> str:
-        if self.tokenizer is None:
-            return ""
-        return self.tokenizer.decode(req.tokens[req.segment_start :])
+        return self._decode(req.tokens[req.segment_start :])
 
     def _piece(self, token: int) -> str:
-        return "" if self.tokenizer is None else self.tokenizer.decode([token])
+        return self._decode([token])
+
+    def _decode(self, ids: list[int]) -> str:
+        # Models may have more embedding rows than the tokenizer has ids: those decode to nothing.
+        if self.tokenizer is None:
+            return ""
+        return self.tokenizer.decode([t for t in ids if t < self.tokenizer.vocab_size])
 
     def _finish(self, req: _Request, reason: str, *, emit: bool, final: bool) -> None:
         req.finish_reason = reason
