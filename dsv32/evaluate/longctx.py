@@ -28,6 +28,7 @@ from dsv32.tokenizer import Tokenizer
 from dsv32.train.config import DataConfig, TrainConfig
 from dsv32.train.data import StridedRows, load_corpus, task_options
 from dsv32.train.metrics import indexer_recall
+from dsv32.train.runner import recall_summary
 from dsv32.train.state import resolve_checkpoint
 from dsv32.train.trainer import masked_ce_sum
 
@@ -122,7 +123,7 @@ def evaluate_checkpoint(
     rows = StridedRows(val_text, min(settings.val_rows or data.val_rows, len(val_text)))
     loss = val_loss(model, rows, attention, topk, settings.batch_size)
     probe = torch.stack([torch.from_numpy(rows[i][0][:-1]).long() for i in range(min(len(rows), 2))])
-    recall = indexer_recall(model, probe, topk)
+    summary = recall_summary(indexer_recall(model, probe, topk))
     return {
         "checkpoint": str(ckpt),
         "stage": meta.get("stage"),
@@ -131,8 +132,9 @@ def evaluate_checkpoint(
         "index_topk": topk if attention == "sparse" else None,
         "accuracy": accuracy,
         "val_loss": loss,
-        "indexer_recall": sum(recall.values()) / max(len(recall), 1),
-        "indexer_recall_per_layer": {str(k): v for k, v in recall.items()},
+        "indexer_recall": summary["recall"],
+        "oracle_recall": summary["oracle_recall"],
+        "indexer_recall_per_layer": summary["recall_per_layer"],
         "examples": examples,
     }
 

@@ -11,7 +11,9 @@
   heads, causal) that lies on the indexer's top-k keys S_t. Averaged over queries that see more than
   k keys (earlier queries select every key, so their recall is 1 by construction); when no query
   does, over all queries. Computed from the layer's input with `Attention.query/latent/absorb` and
-  `attend_latent(..., want_head_mean=True)`, chunked over queries.
+  `attend_latent(..., want_head_mean=True)`, chunked over queries. The oracle recall (the mass of
+  the k largest attention probabilities themselves) is the most any selection of k keys can reach:
+  diffuse attention caps recall far below 1, so recall is read against it.
 """
 
 from __future__ import annotations
@@ -55,14 +57,16 @@ def load_balance(router_load: dict[int, torch.Tensor]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def layer_recall(attn, x, cos, sin, q_pos_BT, indices_BTK: torch.Tensor, chunk: int = 256) -> float:
-    """Recall of one layer's top-k (see module doc) given the layer's attention input x [B, T, D]."""
+def layer_recall(
+    attn, x, cos, sin, q_pos_BT, indices_BTK: torch.Tensor, chunk: int = 256
+) -> tuple[float, float]:
+    """(recall, oracle recall) of one layer's top-k (see module doc) given its attention input x [B, T, D]."""
     q_nope, q_pe, _ = attn.query(x, cos, sin)
     c_kv, k_pe = attn.latent(x, cos, sin)
     q_abs = attn.absorb(q_nope)
     b, t = indices_BTK.shape[:2]
     k = indices_BTK.shape[-1]
-    covered, count_all, covered_long, count_long = 0.0, 0, 0.0, 0
+    covered, oracle, count_all, covered_long, oracle_long, count_long = 0.0, 0.0, 0, 0.0, 0.0, 0
     for t0 in range(0, t, chunk):
         sl = slice(t0, t0 + chunk)
         _, p_BTS = attend_latent(
@@ -71,18 +75,25 @@ def layer_recall(attn, x, cos, sin, q_pos_BT, indices_BTK: torch.Tensor, chunk: 
         )  # fmt: skip
         idx = indices_BTK[:, sl]
         mass_BT = p_BTS.gather(-1, idx.clamp(min=0)).masked_fill(idx < 0, 0.0).sum(-1)
+        best_BT = p_BTS.topk(min(k, p_BTS.shape[-1]), dim=-1).values.sum(-1)
         long_BT = q_pos_BT[:, sl] + 1 > k
         covered += float(mass_BT.sum())
+        oracle += float(best_BT.sum())
         count_all += mass_BT.numel()
         covered_long += float(mass_BT[long_BT].sum())
+        oracle_long += float(best_BT[long_BT].sum())
         count_long += int(long_BT.sum())
-    return covered_long / count_long if count_long else covered / max(count_all, 1)
+    if count_long:
+        return covered_long / count_long, oracle_long / count_long
+    return covered / max(count_all, 1), oracle / max(count_all, 1)
 
 
 @torch.no_grad()
-def indexer_recall(model, input_ids: torch.Tensor, index_topk: int | None = None) -> dict[int, float]:
-    """Per-layer indexer recall of `model` on `input_ids` [B, T] (dense forward with hooks)."""
-    captured: dict[int, float] = {}
+def indexer_recall(
+    model, input_ids: torch.Tensor, index_topk: int | None = None
+) -> dict[int, tuple[float, float]]:
+    """Per-layer (recall, oracle recall) of `model` on `input_ids` [B, T] (dense forward with hooks)."""
+    captured: dict[int, tuple[float, float]] = {}
     handles = []
     for block in model.model.layers:
         layer = block.layer

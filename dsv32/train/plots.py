@@ -49,6 +49,9 @@ def plot_recipe(out_dir: Path, stage_dirs: dict[str, Path], results: dict[str, d
         steps, recall = _series(metrics.get(name, []), "recall", "recall")
         if steps:
             ax.plot(steps, recall, marker="o", label=label)
+    steps, oracle = _series(metrics.get("warmup", []), "recall", "oracle_recall")
+    if steps:
+        ax.plot(steps, oracle, "k--", label="oracle (top-k of the attention itself)")
     ax.set(
         title="indexer recall (dense attention mass in top-k)", xlabel="step", ylabel="recall", ylim=(0, 1.02)
     )

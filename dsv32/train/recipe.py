@@ -146,7 +146,7 @@ def run_recipe(
     }
     timings["eval"] = round(time.perf_counter() - start, 1)
     recall_curve = [
-        {"step": r["step"], "recall": r["recall"]}
+        {"step": r["step"], "recall": r["recall"], "oracle_recall": r.get("oracle_recall")}
         for r in read_metrics(dirs["warmup"])
         if r["kind"] == "recall"
     ]
@@ -166,7 +166,8 @@ def run_recipe(
     md = [f"# Recipe {spec.get('name')}", "", table, "", "Dense gate: " + json.dumps(summary["dense_gate"]),
           "Parity (sparse vs dense): " + json.dumps(summary["parity"]),
           "Parity without warm-up: " + json.dumps(summary["parity_no_warmup"]),
-          "Warm-up recall: " + ", ".join(f"{r['step']}: {r['recall']:.3f}" for r in recall_curve),
+          "Warm-up recall (step: recall / oracle): "
+          + ", ".join(f"{r['step']}: {r['recall']:.3f} / {r['oracle_recall']:.3f}" for r in recall_curve),
           "Seconds per stage: " + json.dumps(timings), ""]  # fmt: skip
     atomic_write_text(out_dir / "results.md", "\n".join(md))
     return summary

@@ -146,7 +146,7 @@ def train_stage(
         )  # fmt: skip
 
     if spec.indexer_loss and cfg.recall_every and start == 0:
-        emit({"kind": "recall", "step": 0, **_recall_record(trainer.recall(probe))})
+        emit({"kind": "recall", "step": 0, **recall_summary(trainer.recall(probe))})
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = tqdm(range(start, end), desc=cfg.stage, disable=not (progress and ctx.is_main), leave=False)
     saved = None
@@ -162,7 +162,7 @@ def train_stage(
                 {"kind": "eval", "step": done, "val_loss": trainer.validation_loss(data.val, cfg.batch_size)}
             )
         if spec.indexer_loss and cfg.recall_every and done % cfg.recall_every == 0:
-            emit({"kind": "recall", "step": done, **_recall_record(trainer.recall(probe))})
+            emit({"kind": "recall", "step": done, **recall_summary(trainer.recall(probe))})
         for hook in trainer.hooks:
             hook(trainer, done, m)
         if (cfg.save_every and done % cfg.save_every == 0) or done == end:
@@ -179,9 +179,11 @@ def train_stage(
     return StageResult(run_dir, saved or latest_checkpoint(run_dir), records, final_eval)
 
 
-def _recall_record(per_layer: dict[int, float]) -> dict:
-    values = list(per_layer.values())
+def recall_summary(per_layer: dict[int, tuple[float, float]]) -> dict:
+    """Mean recall and oracle recall over layers, and the per-layer recall."""
+    n = max(len(per_layer), 1)
     return {
-        "recall": sum(values) / max(len(values), 1),
-        "recall_per_layer": {str(k): v for k, v in per_layer.items()},
+        "recall": sum(r for r, _ in per_layer.values()) / n,
+        "oracle_recall": sum(o for _, o in per_layer.values()) / n,
+        "recall_per_layer": {str(k): r for k, (r, _) in per_layer.items()},
     }
