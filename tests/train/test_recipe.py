@@ -1,0 +1,80 @@
+"""The headline recipe end to end at toy size, its parity arithmetic, and the stage commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dsv32.cli import main
+from dsv32.train.recipe import dense_gate, load_recipe, parity, run_recipe
+
+
+def _fast_overrides(data_cfg) -> list[str]:
+    return [
+        "common.seq_len=128", "common.batch_size=2", 'common.data.tasks=["passkey"]',
+        f"common.data.max_files={data_cfg.max_files}", f"common.data.cache_dir={json.dumps(data_cfg.cache_dir)}",
+        "common.data.text_rows=8", "common.data.task_samples=4", "common.data.val_rows=2",
+        "stages.pretrain.steps=2", "stages.dsa-warmup.steps=2", "stages.dsa-warmup.recall_every=1",
+        "stages.dsa-warmup.index_topk=16", "stages.dsa-sparse.steps=2", "stages.dsa-sparse.index_topk=16",
+        "eval.n_samples=2", "eval.index_topk=16", "eval.extra=true",
+    ]  # fmt: skip
+
+
+def test_tiny_recipe_end_to_end(data_cfg, tmp_path):
+    out = tmp_path / "recipe"
+    summary = run_recipe("tiny", out, _fast_overrides(data_cfg), progress=False)
+    results = summary["results"]
+    assert set(results) == {"dense", "sparse", "sparse_no_warmup", "warmup_only_sparse", "no_training_sparse"}
+    assert results["dense"]["attention"] == "dense" and results["sparse"]["index_topk"] == 16
+    assert summary["parity"] == parity(results, "dense", "sparse")
+    assert [r["step"] for r in summary["warmup_recall"]] == [0, 1, 2]
+    for name in ("losses.png", "recall.png", "accuracy.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "results.json").read_text())["parity"] == summary["parity"]
+    assert "| metric | dense | sparse |" in (out / "results.md").read_text()
+    for run in ("pretrain", "warmup", "sparse", "sparse_no_warmup"):
+        assert (out / run / "config.json").is_file() and (out / run / "train_config.json").is_file()
+    # a second call finds every stage complete and only evaluates again
+    again = run_recipe("tiny", out, _fast_overrides(data_cfg), progress=False)
+    assert set(again["stage_seconds"]) == {"eval"}
+    assert again["results"]["sparse"]["val_loss"] == pytest.approx(results["sparse"]["val_loss"], rel=1e-6)
+
+
+def test_parity_and_gate_by_hand():
+    d = {"accuracy": {"passkey": {"257": 0.95}, "kv_recall": {"257": 0.60}}, "val_loss": 2.0}
+    s = {"accuracy": {"passkey": {"257": 0.94}, "kv_recall": {"257": 0.57}}, "val_loss": 2.03}
+    p = parity({"d": d, "s": s}, "d", "s")
+    assert p["accuracy_delta_points"] == {"passkey@257": -1.0, "kv_recall@257": -3.0}
+    assert p["accuracy_within_2_points"] is False
+    assert p["val_loss_relative"] == pytest.approx(0.015) and p["val_loss_within_2_percent"] is True
+    gate = dense_gate(d)
+    assert gate["passkey_at_least_90"] and gate["kv_recall_at_least_50"]
+    assert not dense_gate({"accuracy": {"passkey": {"257": 0.5}}})["passkey_at_least_90"]
+
+
+def test_recipe_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="known names"):
+        load_recipe("nope")
+    with pytest.raises(ValueError, match="stages"):
+        load_recipe({"common": {}})
+    assert load_recipe("tiny", ["stages.pretrain.steps=3"])["stages"]["pretrain"]["steps"] == 3
+
+
+def test_stage_commands_chain(data_cfg, tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(
+        json.dumps({"seq_len": 128, "batch_size": 2, "warmup_steps": 0, "data": data_cfg.__dict__})
+    )
+    pre, wu = tmp_path / "pre", tmp_path / "wu"
+    assert main(["train", "pretrain", "--config", str(cfg), "--out", str(pre), "--steps", "1"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["step"] == 1 and line["steps_run"] == 1
+    assert main(["train", "dsa-warmup", "--config", str(cfg), "--out", str(wu), "--steps", "1",
+                 "--init-from", str(pre), "--set", "index_topk=16", "--set", "lr=0.01"]) == 0  # fmt: skip
+    saved = json.loads((wu / "train_config.json").read_text())
+    assert (saved["stage"], saved["lr"], saved["index_topk"]) == ("dsa-warmup", 0.01, 16)
+    assert "indexer_kl" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # a DSA stage with nothing to start from is a usage error, as is an unknown key
+    assert main(["train", "dsa-sparse", "--out", str(tmp_path / "x")]) == 2
+    assert main(["train", "pretrain", "--out", str(tmp_path / "y"), "--set", "nope=1"]) == 2
