@@ -15,19 +15,20 @@ The table is printed; the last line is JSON.
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from dsv32.chat.tokens import EOS
-from dsv32.serve.loadtest import run_load
-from dsv32.serve.replay import ReplayBackend
-from dsv32.serve.server import running_server
-from dsv32.serve.state import ServerState
+# Heavy imports (torch, uvicorn, openai) stay inside the functions: the bench registry imports this
+# module just to list it.
 
 
-def _measure(state: ServerState, clients: int, max_tokens: int, requests_per_client: int) -> dict[str, dict]:
+def _measure(state: Any, clients: int, max_tokens: int, requests_per_client: int) -> dict[str, dict]:
+    from dsv32.serve.loadtest import run_load
+    from dsv32.serve.server import running_server
+
     rows = {}
     with running_server(state) as url:
         run_load(url, state.model_name, 1, max_tokens=2)  # warm-up (first-call costs)
@@ -50,7 +51,10 @@ def run_server_benchmark(
     max_batch: int | None = None,
 ) -> dict[str, Any]:
     """Measure and return {backend: {clients: summary}, ratios, all_completed}."""
+    from dsv32.chat.tokens import EOS
     from dsv32.serve.loading import load_server_state
+    from dsv32.serve.replay import ReplayBackend
+    from dsv32.serve.state import ServerState
     from dsv32.serve.tiny import make_tiny_checkpoint
 
     if clients < 1 or max_tokens < 1 or requests_per_client < 1:
@@ -104,10 +108,36 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def main(
-    checkpoint: str | None = None, clients: int = 32, max_tokens: int = 32, max_batch: int | None = None
+    checkpoint: str | None = None,
+    clients: int = 32,
+    max_tokens: int = 32,
+    max_batch: int | None = None,
+    out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run, print the table and, last, one JSON line; return the results."""
+    """Run, print the table and, last, one JSON line; return the results (also written to out/server.json)."""
     results = run_server_benchmark(checkpoint, clients=clients, max_tokens=max_tokens, max_batch=max_batch)
+    if out is not None:
+        from dsv32.config import atomic_write_text
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(out) / "server.json", json.dumps({"server": results}, indent=2) + "\n")
     print(format_table(results))
     print(json.dumps({"server": results}))
     return results
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `dsv32 bench server`."""
+    parser.add_argument("--checkpoint", default=None, help="checkpoint to serve (default: a tiny random one)")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent streaming clients (default: 32)")
+    parser.add_argument("--max-tokens", type=int, default=32, help="tokens per request (default: 32)")
+    parser.add_argument(
+        "--max-batch", type=int, default=None, help="engine batch (default: clients, at most 32)"
+    )
+    parser.add_argument("--out", default=None, help="directory for server.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`dsv32 bench server`: exit status 1 when any request failed."""
+    results = main(args.checkpoint, args.clients, args.max_tokens, args.max_batch, args.out)
+    return 0 if results["all_completed"] else 1

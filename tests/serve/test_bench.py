@@ -1,17 +1,22 @@
 """The server benchmark at a small size: every request completes, the table and JSON agree."""
 
+import argparse
 import json
 
 import pytest
 
-from dsv32.serve.bench import format_table, main
+from dsv32.serve.bench import add_arguments, format_table, run
 
 
 @pytest.mark.slow
-def test_server_benchmark_small(capsys):
-    results = main(clients=3, max_tokens=3)
+def test_server_benchmark_small(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--clients", "3", "--max-tokens", "3", "--out", str(tmp_path)])
+    assert run(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert json.loads(lines[-1]) == {"server": results}
+    results = json.loads(lines[-1])["server"]
+    assert json.loads((tmp_path / "server.json").read_text()) == {"server": results}
     assert results["all_completed"] and results["max_batch"] == 3
     for name in ("engine", "replay"):
         assert set(results[name]) == {"1", "3"}
