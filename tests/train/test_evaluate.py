@@ -33,9 +33,8 @@ class Memoriser(torch.nn.Module):
         logits = torch.zeros(b, t, V)
         for bi in range(b):
             row = ids[bi].tolist()
-            for si, seq in enumerate(self.sequences):
-                if seq[: len(row)][:1] == row[:1]:
-                    break
+            si = next(i for i, seq in enumerate(self.sequences) if seq[0] == row[0])
+            seq = self.sequences[si]
             for j in range(t):
                 nxt = seq[j + 1] if j + 1 < len(seq) and seq[: j + 1] == row[: j + 1] else 2
                 if (si, j - (len(seq) - len(self.answers[si]) - 2)) in self.corrupt:
@@ -79,7 +78,7 @@ def two_runs(data_cfg, tmp_path_factory):
     root = tmp_path_factory.mktemp("eval-runs")
     common = dict(seq_len=128, batch_size=2, steps=1, warmup_steps=0, data=data_cfg)
     pre = train_stage(TrainConfig(stage="pretrain", **common), root / "pre", progress=False)
-    sparse = train_stage(TrainConfig(stage="dsa-sparse", index_topk=16, **common), root / "sp",
+    train_stage(TrainConfig(stage="dsa-sparse", index_topk=16, **common), root / "sp",
                          init_from=pre.checkpoint, progress=False)  # fmt: skip
     return root / "pre", root / "sp"
 

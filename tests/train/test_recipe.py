@@ -13,7 +13,8 @@ from dsv32.train.recipe import dense_gate, load_recipe, parity, run_recipe
 def _fast_overrides(data_cfg) -> list[str]:
     return [
         "common.seq_len=128", "common.batch_size=2", 'common.data.tasks=["passkey"]',
-        f"common.data.max_files={data_cfg.max_files}", f"common.data.cache_dir={json.dumps(data_cfg.cache_dir)}",
+        f"common.data.max_files={data_cfg.max_files}",
+        f"common.data.cache_dir={json.dumps(data_cfg.cache_dir)}",
         "common.data.text_rows=8", "common.data.task_samples=4", "common.data.val_rows=2",
         "stages.pretrain.steps=2", "stages.dsa-warmup.steps=2", "stages.dsa-warmup.recall_every=1",
         "stages.dsa-warmup.index_topk=16", "stages.dsa-sparse.steps=2", "stages.dsa-sparse.index_topk=16",
