@@ -105,16 +105,106 @@ def stage_long_context_eval(ctx: RunContext) -> dict:
         "indexer_recall": sparse["indexer_recall"],
         "headline": (
             f"mean exact match dense {mean_acc(dense):.2f} vs sparse {mean_acc(sparse):.2f}; "
-            f"val loss {dense['val_loss']:.3f} vs {sparse['val_loss']:.3f}; recall {sparse['indexer_recall']:.2f}"
+            f"val loss {dense['val_loss']:.3f} vs {sparse['val_loss']:.3f}; "
+            f"indexer recall {sparse['indexer_recall']:.2f}"
         ),
     }
 
 
+def _checkpoint(ctx: RunContext, stage: str, key: str = "checkpoint") -> Path:
+    if stage not in ctx.results or key not in ctx.results[stage]:
+        raise ValueError(f"stage {stage!r} must finish before this one (rerun `dsv32 demo` without --only)")
+    return Path(ctx.results[stage][key])
+
+
+def stage_post_training(ctx: RunContext) -> dict:
+    from dsv32.rl.recipe import run_recipe
+    from dsv32.train.state import latest_checkpoint
+
+    sparse = latest_checkpoint(ctx.stage_dir("dsa") / "sparse")
+    out = ctx.stage_dir("post")
+    result = run_recipe(out, size=ctx.preset, init=sparse, seed=ctx.seed)
+    rewards: dict[str, list] = {}
+    for record in result["grpo"]:
+        for key, value in record.items():
+            if key.startswith("reward/"):
+                rewards.setdefault(key.removeprefix("reward/"), []).append((record["step"], value))
+    before, after = result["pass_at_1_sft"], result["pass_at_1_grpo"]
+    return {
+        "checkpoint": str(out / "grpo"),
+        "pass_at_1_sft": before,
+        "pass_at_1_grpo": after,
+        "reward_curves": rewards,
+        "headline": f"SFT from the sparse model, then GRPO ({result['variant']}); pass@1 {_pass(before)} -> "
+        f"{_pass(after)} (a model this small is not expected to learn the tasks)",
+    }
+
+
+def _pass(table: dict) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in table.items() if isinstance(v, (int, float)))
+
+
+def stage_agent_eval(ctx: RunContext) -> dict:
+    """Every context strategy on the search environment: the trained model behind dsv32's own server,
+    and the deterministic scripted policy as a reference that can actually solve the questions."""
+    from openai import OpenAI
+
+    from dsv32.agent.evaluate import EvalConfig, evaluate
+    from dsv32.agent.scripted import ScriptedServer
+    from dsv32.agent.scripted_search import SearchPolicy
+    from dsv32.agent.search_env import SearchEnvironment
+    from dsv32.serve.loading import load_server_state
+    from dsv32.serve.server import running_server
+
+    size = sizes(ctx)
+    env = SearchEnvironment.build(size["search_docs"], size["search_questions"], seed=ctx.seed)
+    strategies = ("none", "summary", "discard-75", "discard-all", "parallel-fewest-step")
+    out = ctx.stage_dir("agent_eval")
+    accuracy, steps = {}, {}
+    scripted_cfg = EvalConfig(strategies, max_steps=24, context_window=2500, parallel_n=2)
+    with ScriptedServer(SearchPolicy()) as server:
+        client = OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=60)
+        report = evaluate(env, client, "scripted", scripted_cfg, out / "scripted")
+    accuracy["search (scripted policy)"] = {k: v["accuracy"] for k, v in report["strategies"].items()}
+    steps["search (scripted policy)"] = {k: v["mean_steps"] for k, v in report["strategies"].items()}
+    state = load_server_state(_checkpoint(ctx, "post_training"))
+    model_cfg = EvalConfig(strategies, max_steps=size["agent_max_steps"], context_window=size["agent_window"],
+                           parallel_n=2, concurrency=2)  # fmt: skip
+    with running_server(state) as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        report = evaluate(env, client, state.model_name, model_cfg, out / "model",
+                          request_kwargs={"max_tokens": 64, "temperature": 0.0})  # fmt: skip
+    accuracy["search (trained model)"] = {k: v["accuracy"] for k, v in report["strategies"].items()}
+    steps["search (trained model)"] = {k: v["mean_steps"] for k, v in report["strategies"].items()}
+    scripted = accuracy["search (scripted policy)"]
+    return {
+        "accuracy": accuracy,
+        "mean_steps": steps,
+        "headline": "scripted policy: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in scripted.items())
+        + f"; trained model best {max(accuracy['search (trained model)'].values()):.2f}",
+    }
+
+
+def stage_serving(ctx: RunContext) -> dict:
+    from dsv32.serve.smoke import serving_smoke_test
+
+    result = serving_smoke_test(_checkpoint(ctx, "post_training"))
+    ok = result["finish_reason"] in ("stop", "length") and result["stream_matches"]
+    return {
+        **result,
+        "ok": ok,
+        "headline": f"openai client chat + stream via dsv32 serve: {'ok' if ok else 'FAILED'}",
+    }
+
+
 STAGES: list[Stage] = [
-    Stage("tokenizer", "train a byte-level BPE with the DeepSeek-V3.2 special tokens on stdlib text", stage_tokenizer),
+    Stage("tokenizer", "train a byte-level BPE with the DeepSeek-V3.2 special tokens", stage_tokenizer),
     Stage("pretrain", "dense pretraining on stdlib text + synthetic long-context tasks", stage_pretrain),
-    Stage("dsa_warmup", "dense warm-up: only the lightning indexers train, KL to the attention", stage_dsa_warmup),
+    Stage("dsa_warmup", "dense warm-up: only the indexers train, KL to the attention", stage_dsa_warmup),
     Stage("dsa_sparse", "sparse training: top-k attention, LM loss + detached indexer KL", stage_dsa_sparse),
-    Stage("long_context_eval", "long-context exact match, val loss and recall: dense vs sparse",
-          stage_long_context_eval),
-]  # fmt: skip
+    Stage("long_context_eval", "exact match, val loss and recall: dense vs sparse", stage_long_context_eval),
+    Stage("post_training", "cold-start SFT, then GRPO with the four V3.2 fixes", stage_post_training),
+    Stage("agent_eval", "every context strategy on the search environment", stage_agent_eval),
+    Stage("serving", "serve the final model and chat through the openai client", stage_serving),
+]
