@@ -23,6 +23,8 @@ GROUPS: dict[str, tuple[str, str]] = {
     "train": ("dsv32.train.commands", "pretrain, dsa-warmup, dsa-sparse stages; the headline recipe"),
     "eval": ("dsv32.evaluate.commands", "long-context exact match, val loss, indexer recall side by side"),
     "demo": ("dsv32.demo.commands", "the whole recipe end to end on a preset, resumable, with a report"),
+    "generate": ("dsv32.engine.commands", "stream a completion from a checkpoint (DSA engine, paged cache)"),
+    "bench": ("dsv32.bench.commands", "side-by-side benchmarks: attention cost curve, engine throughput"),
 }
 
 

@@ -1,0 +1,201 @@
+"""The attention kernels the cost-curve benchmark times: dense MLA in its faster forms and DSA.
+
+One layer at a given context L; all inputs are precomputed (projections are per-token weight work,
+the same for both sides, and not part of the attention cost being compared).
+- Dense decode, absorbed (MQA) form: one token's absorbed queries `q_abs` [H, C + dr] against the
+  latent cache [L, C + dr]; values are the latent's first C dims. Two implementations: PyTorch SDPA
+  (heads as the query rows of one MQA head) and a blocked matmul + online softmax over key blocks.
+- Dense prefill, MHA form: Q queries at positions L-Q..L-1 against expanded per-head keys/values,
+  causal. Heads run in groups that reuse one key/value buffer (all H heads are computed; memory
+  stays bounded). Again SDPA and a blocked matmul + online softmax.
+- DSA: the lightning indexer `I = sum_j w_j ReLU(q_I,j . k_I)` over all L keys, causal top-k, then
+  absorbed attention over the k gathered latent rows. `dsa` returns the indexer's own time too.
+FLOP counts (multiply-add = 2) follow `dsv32.model.accounting`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from dsv32.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    heads: int
+    kv_rank: int
+    rope_dim: int
+    nope_dim: int
+    v_dim: int
+    index_heads: int
+    index_dim: int
+    topk: int
+    scale: float
+
+    @classmethod
+    def from_config(cls, c: ModelConfig) -> AttentionShape:
+        return cls(
+            c.num_attention_heads,
+            c.kv_lora_rank,
+            c.qk_rope_head_dim,
+            c.qk_nope_head_dim,
+            c.v_head_dim,
+            c.index_n_heads,
+            c.index_head_dim,
+            c.index_topk,
+            c.softmax_scale,
+        )
+
+    @property
+    def latent(self) -> int:
+        return self.kv_rank + self.rope_dim
+
+    # FLOPs per query at context L
+    def dense_absorbed_flops(self, length: int) -> float:
+        return 2.0 * self.heads * length * (self.latent + self.kv_rank)
+
+    def dense_mha_flops(self, length: int) -> float:
+        return 2.0 * self.heads * length * (self.nope_dim + self.rope_dim + self.v_dim)
+
+    def indexer_flops(self, length: int) -> float:
+        return 2.0 * length * self.index_heads * (self.index_dim + 1)
+
+    def dsa_flops(self, length: int) -> float:
+        return self.indexer_flops(length) + self.dense_absorbed_flops(min(length, self.topk))
+
+
+def make_inputs(
+    shape: AttentionShape,
+    length: int,
+    queries: int,
+    dtype: torch.dtype,
+    seed: int = 0,
+    mha_group: int = 16,
+    with_mha: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Random tensors of the right shapes (values scaled like normalised activations)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*size, scale=1.0):
+        return (torch.randn(*size, generator=g) * scale).to(dtype)
+
+    s = shape
+    out = {
+        "kv": rnd(length, s.latent),
+        "q_abs": rnd(queries, s.heads, s.latent, scale=s.latent**-0.5),
+        "k_index": rnd(length, s.index_dim),
+        "q_index": rnd(queries, s.index_heads, s.index_dim, scale=s.index_dim**-0.5),
+        "w_index": torch.randn(queries, s.index_heads, generator=g).to(dtype),
+        "positions": torch.arange(length - queries, length),
+    }
+    if with_mha:
+        group = min(mha_group, s.heads)
+        out["q_mha"] = rnd(s.heads, queries, s.nope_dim + s.rope_dim, scale=(s.nope_dim + s.rope_dim) ** -0.5)
+        out["k_mha"] = rnd(group, length, s.nope_dim + s.rope_dim)
+        out["v_mha"] = rnd(group, length, s.v_dim)
+        out["mask"] = torch.arange(length)[None, :] <= out["positions"][:, None]  # [Q, L]
+    return out
+
+
+def dense_decode_sdpa(
+    q_abs_HL: torch.Tensor, kv_SL: torch.Tensor, kv_rank: int, scale: float
+) -> torch.Tensor:
+    """[H, C+dr] x [S, C+dr] -> [H, C]; every key visible (the decoding token is the last one)."""
+    o = F.scaled_dot_product_attention(
+        q_abs_HL[None, None], kv_SL[None, None], kv_SL[None, None, :, :kv_rank], scale=scale
+    )
+    return o[0, 0]
+
+
+def _online_softmax_blocks(q_XD, keys_SD, values_SV, scale, block, mask_XS=None):
+    """softmax(q k^T * scale) v over key blocks with a running max and sum (flash-style). Leading
+    batch dims (e.g. heads) broadcast: q [..., X, D], keys [..., S, D], values [..., S, V]."""
+    m = l_sum = acc = None
+    for s0 in range(0, keys_SD.shape[-2], block):
+        scores = (q_XD @ keys_SD[..., s0 : s0 + block, :].transpose(-1, -2)) * scale
+        if mask_XS is not None:
+            scores = scores.masked_fill(~mask_XS[:, s0 : s0 + block], float("-inf"))
+        block_max = scores.amax(-1, keepdim=True)
+        m_new = block_max if m is None else torch.maximum(m, block_max)
+        p = torch.exp(scores - m_new)
+        pv = p @ values_SV[..., s0 : s0 + block, :]
+        if m is None:
+            l_sum, acc = p.sum(-1, keepdim=True), pv
+        else:
+            corr = torch.exp(m - m_new)
+            l_sum = l_sum * corr + p.sum(-1, keepdim=True)
+            acc = acc * corr + pv
+        m = m_new
+    return acc / l_sum
+
+
+def dense_decode_blocked(q_abs_HL, kv_SL, kv_rank: int, scale: float, block: int = 8192) -> torch.Tensor:
+    return _online_softmax_blocks(q_abs_HL, kv_SL, kv_SL[:, :kv_rank], scale, block)
+
+
+def dense_prefill_sdpa(q_HQD, k_GSD, v_GSV, mask_QS, scale: float) -> torch.Tensor:
+    """MHA-form causal prefill of Q queries over all H heads, in head groups sharing k/v buffers."""
+    group = k_GSD.shape[0]
+    outs = []
+    for h0 in range(0, q_HQD.shape[0], group):
+        q = q_HQD[h0 : h0 + group]
+        outs.append(
+            F.scaled_dot_product_attention(
+                q, k_GSD[: q.shape[0]], v_GSV[: q.shape[0]], attn_mask=mask_QS, scale=scale
+            )
+        )
+    return torch.cat(outs)
+
+
+def dense_prefill_blocked(q_HQD, k_GSD, v_GSV, mask_QS, scale: float, block: int = 4096) -> torch.Tensor:
+    group, outs = k_GSD.shape[0], []
+    for h0 in range(0, q_HQD.shape[0], group):
+        q = q_HQD[h0 : h0 + group]
+        g = q.shape[0]
+        outs.append(_online_softmax_blocks(q, k_GSD[:g], v_GSV[:g], scale, block, mask_QS))
+    return torch.cat(outs)
+
+
+def indexer_topk(q_QHD, w_QH, k_SD, positions_Q, topk: int, block: int = 2048) -> torch.Tensor:
+    """Causal top-k of I[q, s] = sum_j w[q, j] ReLU(q_I[q, j] . k_I[s]). -> indices [Q, min(k, S)].
+    Blocked over keys so each block's [block, Q*H] dot products stay in cache."""
+    q, h, d = q_QHD.shape
+    s = k_SD.shape[0]
+    q_DX = q_QHD.reshape(q * h, d).T.contiguous()
+    scores_SQ = torch.empty(s, q, dtype=q_QHD.dtype)
+    for s0 in range(0, s, block):
+        dots = F.relu_(k_SD[s0 : s0 + block] @ q_DX)  # [b, Q*H]
+        if q == 1:
+            torch.matmul(dots, w_QH[0], out=scores_SQ[s0 : s0 + block, 0])
+        else:
+            scores_SQ[s0 : s0 + block] = torch.einsum("bqh,qh->bq", dots.view(-1, q, h), w_QH)
+    scores_QS = scores_SQ.T
+    if q > 1 or int(positions_Q[0]) < s - 1:
+        scores_QS = scores_QS.masked_fill(torch.arange(s)[None, :] > positions_Q[:, None], float("-inf"))
+    return scores_QS.topk(min(topk, s), dim=-1).indices
+
+
+def sparse_attend(q_abs_QHL, kv_SL, idx_QK, kv_rank: int, scale: float, chunk: int = 8) -> torch.Tensor:
+    """Absorbed attention of each query over its own k gathered latent rows. -> [Q, H, C]."""
+    outs = []
+    for q0 in range(0, q_abs_QHL.shape[0], chunk):
+        sel_QKL = kv_SL[idx_QK[q0 : q0 + chunk]]
+        probs = torch.softmax((q_abs_QHL[q0 : q0 + chunk] @ sel_QKL.transpose(1, 2)) * scale, dim=-1)
+        outs.append(probs @ sel_QKL[..., :kv_rank])
+    return torch.cat(outs)
+
+
+def dsa(inputs: dict[str, torch.Tensor], shape: AttentionShape) -> tuple[torch.Tensor, float]:
+    """DSA for the queries in `inputs`: (output [Q, H, C], seconds spent in the indexer + top-k).
+    (Prefill queries whose position is below k see fewer than k keys: those rows are not used here,
+    the benchmark's queries sit at positions >= k.)"""
+    start = time.perf_counter()
+    idx = indexer_topk(
+        inputs["q_index"], inputs["w_index"], inputs["k_index"], inputs["positions"], shape.topk
+    )
+    indexer_seconds = time.perf_counter() - start
+    return sparse_attend(inputs["q_abs"], inputs["kv"], idx, shape.kv_rank, shape.scale), indexer_seconds

@@ -1,0 +1,106 @@
+import json
+
+import pytest
+import torch
+
+from dsv32.bench import attention_kernels as K
+from dsv32.bench.commands import BENCHMARKS
+from dsv32.cli import main
+from dsv32.config import preset
+
+
+@pytest.fixture
+def shape():
+    return K.AttentionShape.from_config(preset("tiny"))  # 4 heads, 32 + 8 latent, indexer 4 x 16, k 16
+
+
+def _reference(q_XD, k_SD, v_SV, scale, mask_XS=None):
+    scores = (q_XD @ k_SD.T) * scale
+    if mask_XS is not None:
+        scores = scores.masked_fill(~mask_XS, float("-inf"))
+    return torch.softmax(scores, -1) @ v_SV
+
+
+def test_dense_decode_kernels_agree(shape):
+    x = K.make_inputs(shape, 50, 1, torch.float64)
+    q, kv = x["q_abs"][0], x["kv"]
+    ref = _reference(q, kv, kv[:, : shape.kv_rank], shape.scale)
+    assert torch.allclose(K.dense_decode_sdpa(q, kv, shape.kv_rank, shape.scale), ref)
+    assert torch.allclose(K.dense_decode_blocked(q, kv, shape.kv_rank, shape.scale, block=7), ref)
+
+
+def test_dense_prefill_kernels_agree(shape):
+    x = K.make_inputs(shape, 40, 6, torch.float64, mha_group=3, with_mha=True)
+    args = (x["q_mha"], x["k_mha"], x["v_mha"], x["mask"], shape.scale)
+    # head h uses key/value buffer h % group (the benchmark reuses one buffer per head group)
+    ref = torch.stack(
+        [
+            _reference(x["q_mha"][h], x["k_mha"][h % 3], x["v_mha"][h % 3], shape.scale, x["mask"])
+            for h in range(shape.heads)
+        ]
+    )
+    assert torch.allclose(K.dense_prefill_sdpa(*args), ref)
+    assert torch.allclose(K.dense_prefill_blocked(*args, block=9), ref)
+
+
+def test_dsa_matches_the_model_indexer_and_full_selection_is_dense(shape):
+    from dsv32.model.indexer import select_topk
+
+    x = K.make_inputs(shape, 30, 4, torch.float32)
+    idx = K.indexer_topk(x["q_index"], x["w_index"], x["k_index"], x["positions"], shape.topk, block=8)
+    ref_idx, _ = select_topk(
+        x["q_index"][None], x["w_index"][None], x["k_index"][None], x["positions"][None], shape.topk
+    )
+    assert torch.equal(idx.sort(-1).values, ref_idx[0].sort(-1).values)
+    # with top-k >= context every causal key is selected: DSA equals dense absorbed attention
+    wide = K.AttentionShape(**{**shape.__dict__, "topk": 64})
+    x = K.make_inputs(wide, 30, 1, torch.float64)
+    out, seconds = K.dsa(x, wide)
+    kv = x["kv"]
+    assert seconds >= 0
+    assert torch.allclose(out[0], _reference(x["q_abs"][0], kv, kv[:, : wide.kv_rank], wide.scale))
+
+
+def test_flop_ratio_matches_the_issue_numbers():
+    s = K.AttentionShape.from_config(preset("deepseek-v3.2"))
+    decode = s.dense_absorbed_flops(131072) / s.dsa_flops(131072)
+    prefill_absorbed = s.dense_mha_flops(32768) / s.dsa_flops(32768)
+    assert 12.5 < decode < 13.5 and 2.3 < prefill_absorbed < 2.5
+
+
+def test_cli_runs_and_ends_with_json(tmp_path, capsys):
+    assert set(BENCHMARKS) >= {"attention", "engine"}
+    code = main(
+        [
+            "bench",
+            "attention",
+            "--preset",
+            "tiny",
+            "--decode-lengths",
+            "32,64",
+            "--prefill-lengths",
+            "40",
+            "--block",
+            "8",
+            "--reps",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    last = json.loads(lines[-1])
+    assert set(last["decode_ratio"]) == {"32", "64"} and set(last["prefill_ratio"]) == {"40"}
+    assert all(v > 0 for v in last["decode_ratio"].values())
+    assert (tmp_path / "attention.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "attention.json").read_text())
+    assert saved["decode_ratio"] == last["decode_ratio"]
+
+
+def test_cli_rejects_bad_lengths(tmp_path, capsys):
+    assert (
+        main(["bench", "attention", "--preset", "tiny", "--decode-lengths", "a,b", "--out", str(tmp_path)])
+        == 2
+    )
+    assert "--decode-lengths" in capsys.readouterr().err
