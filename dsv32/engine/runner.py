@@ -13,7 +13,8 @@ Per layer and step:
      absorbed, to its own selection.
 3. Dense: decode attends in absorbed form over the whole cached latent; prefill uses the MHA form
    (the cheaper one for prefill).
-4. MLP or MoE; the MoE layers' chosen expert ids are returned for the records ("keep routing").
+4. MLP or MoE (the model's gate; routed experts batched by `engine.experts.StackedExperts`); the
+   MoE layers' chosen expert ids are returned for the records ("keep routing").
 Only the last position's logits are computed (that is all sampling needs).
 """
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from dsv32.engine.cache import PagedCache
+from dsv32.engine.experts import StackedExperts
 from dsv32.model.indexer import select_topk
 from dsv32.model.mla import attend_latent
 from dsv32.model.moe import MoE
@@ -50,6 +52,7 @@ class ModelRunner:
         self.config = model.config
         self.moe_layers = self.config.moe_layers
         self.dtype = model.lm_head.weight.dtype
+        self.experts = {b.layer: StackedExperts(b.mlp) for b in model.model.layers if isinstance(b.mlp, MoE)}
 
     @torch.no_grad()
     def prefill(self, seq_id: object, token_ids: list[int], start: int) -> StepResult:
@@ -92,7 +95,7 @@ class ModelRunner:
             )
             mlp_in = block.post_attention_layernorm(h)
             if isinstance(block.mlp, MoE):
-                mlp_out, r = block.mlp(mlp_in)
+                mlp_out, r = self.experts[block.layer](mlp_in)
                 routing.append(r.expert_ids.view(b, t, -1).to(torch.int16))
             else:
                 mlp_out = block.mlp(mlp_in)

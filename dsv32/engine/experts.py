@@ -1,0 +1,67 @@
+"""Routed experts of one MoE layer run as two batched matmuls instead of a loop over experts.
+
+The model's `MoE.forward` loops over experts (one small matmul triple each), which at decode time,
+with a few tokens per expert, costs more in per-call overhead than in arithmetic. Here the gate is
+the model's own (`MoE.gate`, same routing), the routed experts' weights are stacked once into
+[E, D, 2I] (gate|up) and [E, I, D] (down), the token slots are grouped per expert and padded to the
+largest group, and the SwiGLU runs as `bmm` over experts. Only chosen experts are computed, so the
+result equals `MoE.forward` up to float summation order (tested).
+The stacks are rebuilt when any expert weight changes (in-place updates bump a tensor's version;
+replaced tensors change its data pointer), so an engine sharing a model with a trainer stays exact.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dsv32.model.moe import MoE, Routing
+
+
+class StackedExperts:
+    def __init__(self, moe: MoE):
+        self.moe = moe
+        self._key: tuple | None = None
+        self.w_gate_up = self.w_down = None
+
+    def _weights(self) -> list[torch.Tensor]:
+        return [
+            w for e in self.moe.experts for w in (e.gate_proj.weight, e.up_proj.weight, e.down_proj.weight)
+        ]
+
+    def _refresh(self) -> None:
+        weights = self._weights()
+        key = tuple((w.data_ptr(), w._version) for w in weights)
+        if key == self._key:
+            return
+        with torch.no_grad():
+            experts = self.moe.experts
+            self.w_gate_up = torch.stack(
+                [torch.cat((e.gate_proj.weight, e.up_proj.weight), 0).T for e in experts]
+            ).contiguous()  # [E, D, 2I]
+            self.w_down = torch.stack([e.down_proj.weight.T for e in experts]).contiguous()  # [E, I, D]
+        self._key = key
+
+    @torch.no_grad()
+    def __call__(self, x_BTD: torch.Tensor) -> tuple[torch.Tensor, Routing]:
+        self._refresh()
+        b, t, d = x_BTD.shape
+        x_ND = x_BTD.reshape(b * t, d)
+        routing = self.moe.gate(x_ND)
+        n, k = routing.expert_ids.shape
+        flat = routing.expert_ids.flatten()
+        order = flat.argsort(stable=True)
+        counts = torch.bincount(flat, minlength=self.w_down.shape[0])
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(n * k, device=x_ND.device) - starts[flat[order]]  # slot's place in its group
+        width = int(counts.max())
+        tokens = order // k
+        grouped = x_ND.new_zeros(self.w_down.shape[0], width, d)
+        grouped[flat[order], rank] = x_ND[tokens]
+        gate, up = torch.bmm(grouped, self.w_gate_up).chunk(2, dim=-1)
+        out_EWD = torch.bmm(F.silu(gate) * up, self.w_down)
+        weights = routing.weights.flatten()[order].to(x_ND.dtype)
+        y_ND = torch.zeros_like(x_ND).index_add_(0, tokens, out_EWD[flat[order], rank] * weights[:, None])
+        if self.moe.shared_experts is not None:
+            y_ND = y_ND + self.moe.shared_experts(x_ND)
+        return y_ND.view(b, t, d), routing
