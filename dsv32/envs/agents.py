@@ -52,8 +52,15 @@ class OpenAIAgent:
     """A tool-calling loop against an OpenAI-compatible endpoint (`openai` client). Assistant
     messages keep `reasoning_content` so servers that expect it within a tool-using turn get it."""
 
-    def __init__(self, base_url: str, model: str, api_key: str = "none", max_turns: int = 16,
-                 temperature: float = 0.7, timeout: float = 60.0):  # fmt: skip
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str = "none",
+        max_turns: int = 16,
+        temperature: float = 0.7,
+        timeout: float = 60.0,
+    ):
         from openai import OpenAI
 
         self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
@@ -65,9 +72,12 @@ class OpenAIAgent:
         messages, tools = list(start["messages"]), start["tools"]
         for _ in range(self.max_turns):
             reply = self.client.chat.completions.create(
-                model=self.model, messages=messages, tools=tools, temperature=self.temperature,
+                model=self.model,
+                messages=messages,
+                tools=tools,
+                temperature=self.temperature,
                 seed=rng.randrange(2**31),
-            )  # fmt: skip
+            )
             msg = reply.choices[0].message
             entry: dict = {"role": "assistant", "content": msg.content or ""}
             reasoning = getattr(msg, "reasoning_content", None) or (msg.model_extra or {}).get(

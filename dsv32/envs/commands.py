@@ -55,16 +55,31 @@ def _synth(args) -> int:
 
         if not args.model:
             raise ValueError("--synthesizer needs --model NAME")
-        result = synthesize_with_model(args.synthesizer, args.model, args.out, topic=args.topic,
-                                       n_envs=args.n_envs, seed=args.seed, k=args.k)  # fmt: skip
+        result = synthesize_with_model(
+            args.synthesizer,
+            args.model,
+            args.out,
+            topic=args.topic,
+            n_envs=args.n_envs,
+            seed=args.seed,
+            k=args.k,
+        )
         print(json.dumps(result, indent=1))
         return 0 if result["n_tasks"] else 1
     from dsv32.envs.pipeline import load_candidates, synthesize_many
 
     cats = [c.strip() for c in args.categories.split(",")] if args.categories else None
-    summary = synthesize_many(args.out, args.n_envs, seed=args.seed, workers=args.workers, k=args.k,
-                              categories=cats, agent=args.agent, agent_model=args.agent_model,
-                              progress=not args.no_progress)  # fmt: skip
+    summary = synthesize_many(
+        args.out,
+        args.n_envs,
+        seed=args.seed,
+        workers=args.workers,
+        k=args.k,
+        categories=cats,
+        agent=args.agent,
+        agent_model=args.agent_model,
+        progress=not args.no_progress,
+    )
     records = load_candidates(args.out)
     print(category_level_table(records))
     print()

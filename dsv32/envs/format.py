@@ -51,9 +51,15 @@ class Task:
     @staticmethod
     def from_json(data: dict, where: str) -> Task:
         expect = {
-            "task_id": str, "env_id": str, "category": str, "level": int, "instruction": str,
-            "params": dict, "tools": list, "answer_format": str,
-        }  # fmt: skip
+            "task_id": str,
+            "env_id": str,
+            "category": str,
+            "level": int,
+            "instruction": str,
+            "params": dict,
+            "tools": list,
+            "answer_format": str,
+        }
         _check_fields(data, expect, where)
         return Task(**{k: data[k] for k in expect}, gates=dict(data.get("gates", {})))
 
@@ -162,9 +168,16 @@ def load_environment(path: str | Path) -> Environment:
             f"{where}: format_version {manifest['format_version']}, expected {FORMAT_VERSION}"
         )
     expect = {
-        "env_id": str, "category": str, "seed": int, "description": str, "source": str,
-        "tools": list, "tool_additions": list, "n_tasks": int, "db_sha256": str,
-    }  # fmt: skip
+        "env_id": str,
+        "category": str,
+        "seed": int,
+        "description": str,
+        "source": str,
+        "tools": list,
+        "tool_additions": list,
+        "n_tasks": int,
+        "db_sha256": str,
+    }
     _check_fields(manifest, expect, where)
     tools = []
     for i, spec in enumerate(manifest["tools"]):

@@ -42,8 +42,13 @@ class GateReport:
         return not self.reason
 
     def to_json(self) -> dict:
-        return {"mutations_rejected": self.mutations_rejected, "attempts": self.attempts,
-                "successes": self.successes, "k": self.k, "pass_at_k": round(self.pass_at_k, 4)}  # fmt: skip
+        return {
+            "mutations_rejected": self.mutations_rejected,
+            "attempts": self.attempts,
+            "successes": self.successes,
+            "k": self.k,
+            "pass_at_k": round(self.pass_at_k, 4),
+        }
 
 
 def check_solution_and_mutations(
@@ -77,9 +82,15 @@ def check_solution_and_mutations(
 
 
 def check_pass_at_k(
-    report: GateReport, category: Category, pristine: sqlite3.Connection, task: Task, agent: ReferenceAgent,
-    k: int, rng: random.Random, runner: SandboxRunner | None = None,
-) -> GateReport:  # fmt: skip
+    report: GateReport,
+    category: Category,
+    pristine: sqlite3.Connection,
+    task: Task,
+    agent: ReferenceAgent,
+    k: int,
+    rng: random.Random,
+    runner: SandboxRunner | None = None,
+) -> GateReport:
     report.k = k
     for _ in range(k):
         episode = Episode(category, pristine, task, runner)

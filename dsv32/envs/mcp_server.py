@@ -44,8 +44,13 @@ def build_server(env_dir: str, task_id: str | None = None):
         text = json.dumps(result, ensure_ascii=False, default=str)
         return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
 
-    server = Server(f"dsv32-env-{env.env_id}", version="1", instructions=episode.task.instruction,
-                    on_list_tools=list_tools, on_call_tool=call_tool)  # fmt: skip
+    server = Server(
+        f"dsv32-env-{env.env_id}",
+        version="1",
+        instructions=episode.task.instruction,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
     return server, episode
 
 

@@ -30,13 +30,15 @@ from dsv32.sandbox import SandboxLimits, run_python
 
 logger = logging.getLogger(__name__)
 
-PROMPT = """Write one Python 3 module (stdlib only) that defines a verifiable agent-task category about: {topic}.
-Required names:
+PROMPT = """Write one Python 3 module (stdlib only) that defines a verifiable agent-task category about:
+{topic}. Required names:
 SCHEMA: str  (SQLite DDL)
 def build(db, rng): insert varied rows using rng (random.Random)
-TOOLS: list of {{"name", "description", "parameters" (JSON schema object), "level" (first level that needs it)}}
+TOOLS: list of {{"name", "description", "parameters" (JSON schema object),
+        "level" (first level that needs it)}}
 def tool_<name>(db, **args): one per tool; return JSON-able values; raise ValueError on bad input
-def make_task(db, rng, level): params dict with "instruction" and "constraints" (list of names); None if level > max
+def make_task(db, rng, level): params dict with "instruction" and "constraints" (list of names);
+    None if level > max
 def solve(call, params): answer using only call(name, **args) and logic
 def verify(db, params, answer): [[constraint, ok, reason], ...]; never raise on malformed answers
 def mutate(db, params, answer, rng): >= 5 [[constraint, wrong_answer]], each breaking exactly that constraint
@@ -117,7 +119,7 @@ class SandboxedCategory(Category):
             response = wd / "response.json"
             if not response.is_file():
                 raise ToolError(
-                    f"model code failed in the sandbox ({result.killed_reason or 'crash'}): {result.stderr[-300:]}"
+                    f"model code failed in the sandbox ({result.killed_reason or 'crash'}): {result.stderr[-300:]}"  # noqa: E501
                 )
             out = json.loads(response.read_text())
             if write_back and db is not None and (wd / "db.sqlite").is_file():
@@ -207,8 +209,15 @@ def ask_model(base_url: str, model: str, topic: str, api_key: str = "none") -> s
     return extract_code(reply.choices[0].message.content)
 
 
-def synthesize_with_model(base_url: str, model: str, out_dir: str | Path, topic: str = "library book lending",
-                          n_envs: int = 1, seed: int = 0, k: int = 4) -> dict:  # fmt: skip
+def synthesize_with_model(
+    base_url: str,
+    model: str,
+    out_dir: str | Path,
+    topic: str = "library book lending",
+    n_envs: int = 1,
+    seed: int = 0,
+    k: int = 4,
+) -> dict:
     """Ask the model for a category, then run the synthesis loop and gates on `n_envs` environments."""
     from dsv32.envs.synthesis import SynthOptions, env_seed, synthesize_environment
 

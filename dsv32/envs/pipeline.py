@@ -45,12 +45,26 @@ def _build_one(job: tuple) -> dict:
     category = get_category(cat_name)
     agent = make_agent(agent_spec, agent_model)
     runner = getattr(category, "runner", None) or SandboxRunner()
-    env, db, records = synthesize_environment(category, env_id, seed, agent, SynthOptions(k=k), runner)
+    records = []
+    for attempt in range(3):  # data that admits no gated task is regenerated from a derived seed
+        env_s = seed if attempt == 0 else env_seed(seed, cat_name, attempt)
+        env, db, tried = synthesize_environment(category, env_id, env_s, agent, SynthOptions(k=k), runner)
+        records += tried
+        if env.tasks:
+            break
+        db.close()
     path = save_environment(env, db, out_dir)
     db.close()
     manifest = json.loads((path / "manifest.json").read_text())
-    return {"env_id": env_id, "category": cat_name, "n_tasks": len(env.tasks), "db_sha256": manifest["db_sha256"],
-            "tool_additions": env.tool_additions, "records": records, "sandbox_runs": runner.runs}  # fmt: skip
+    return {
+        "env_id": env_id,
+        "category": cat_name,
+        "n_tasks": len(env.tasks),
+        "db_sha256": manifest["db_sha256"],
+        "tool_additions": env.tool_additions,
+        "records": records,
+        "sandbox_runs": runner.runs,
+    }
 
 
 def run_jobs(jobs: list[tuple], workers: int) -> Iterator[dict]:
@@ -64,10 +78,16 @@ def run_jobs(jobs: list[tuple], workers: int) -> Iterator[dict]:
 
 
 def synthesize_many(
-    out_dir: str | Path, n_envs: int, seed: int = 0, workers: int | None = None, k: int = 4,
-    categories: list[str] | None = None, agent: str | None = None, agent_model: str | None = None,
+    out_dir: str | Path,
+    n_envs: int,
+    seed: int = 0,
+    workers: int | None = None,
+    k: int = 4,
+    categories: list[str] | None = None,
+    agent: str | None = None,
+    agent_model: str | None = None,
     progress: bool = True,
-) -> dict:  # fmt: skip
+) -> dict:
     """Synthesize `n_envs` environments into `out_dir`; returns the summary (also saved)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,12 +122,15 @@ def synthesize_many(
         "n_tasks": sum(r["n_tasks"] for r in results),
         "distinct_databases": len({r["db_sha256"] for r in results}),
         "envs_with_tasks": sum(1 for r in results if r["n_tasks"]),
-        "seed": seed, "k": k, "workers": workers, "agent": agent or "baseline",
+        "seed": seed,
+        "k": k,
+        "workers": workers,
+        "agent": agent or "baseline",
         "categories": categories,
         "seconds": round(elapsed, 1),
         "sandbox_runs": sum(r["sandbox_runs"] for r in results),
         "tool_additions": sum(len(r["tool_additions"]) for r in results),
-    }  # fmt: skip
+    }
     tmp = out_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1))
     os.replace(tmp, out_dir / "summary.json")

@@ -52,14 +52,30 @@ def difficulty_rows(records: list[dict]) -> list[dict]:
     out = []
     for level in sorted(by_level):
         row = by_level[level]
-        out.append({"level": level, "candidates": row["cands"], "gated": row["solvable"], "kept": row["kept"],
-                    "pass_rate": row["succ"] / row["att"] if row["att"] else 0.0,
-                    "pass_rate_kept": row["ksucc"] / row["katt"] if row["katt"] else 0.0})  # fmt: skip
+        out.append(
+            {
+                "level": level,
+                "candidates": row["cands"],
+                "gated": row["solvable"],
+                "kept": row["kept"],
+                "pass_rate": row["succ"] / row["att"] if row["att"] else 0.0,
+                "pass_rate_kept": row["ksucc"] / row["katt"] if row["katt"] else 0.0,
+            }
+        )
     return out
 
 
 def difficulty_table(records: list[dict]) -> str:
-    body = [[r["level"], r["candidates"], r["gated"], r["kept"], f"{r['pass_rate']:.3f}", f"{r['pass_rate_kept']:.3f}"]
-            for r in difficulty_rows(records)]  # fmt: skip
+    body = [
+        [
+            r["level"],
+            r["candidates"],
+            r["gated"],
+            r["kept"],
+            f"{r['pass_rate']:.3f}",
+            f"{r['pass_rate_kept']:.3f}",
+        ]
+        for r in difficulty_rows(records)
+    ]
     header = ["level", "candidates", "reached pass@k gate", "kept", "baseline pass rate", "pass rate (kept)"]
     return _table(header, body)

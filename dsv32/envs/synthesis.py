@@ -42,9 +42,14 @@ def env_seed(seed: int, category: str, index: int) -> int:
 
 
 def solve_with_tool_addition(
-    category: Category, db: sqlite3.Connection, library: dict[str, Tool], toolset: list[str],
-    additions: list[dict], params: dict, runner: SandboxRunner,
-) -> tuple[object, sqlite3.Connection, ToolCaller]:  # fmt: skip
+    category: Category,
+    db: sqlite3.Connection,
+    library: dict[str, Tool],
+    toolset: list[str],
+    additions: list[dict],
+    params: dict,
+    runner: SandboxRunner,
+) -> tuple[object, sqlite3.Connection, ToolCaller]:
     """Run the solution on a copy of `db`, adding library tools to `toolset` when it needs them."""
     while True:
         solved = memory_copy(db)
@@ -63,9 +68,13 @@ def solve_with_tool_addition(
 
 
 def synthesize_environment(
-    category: Category, env_id: str, seed: int, agent: ReferenceAgent | None = None,
-    options: SynthOptions = SynthOptions(), runner: SandboxRunner | None = None,
-) -> tuple[Environment, sqlite3.Connection, list[dict]]:  # fmt: skip
+    category: Category,
+    env_id: str,
+    seed: int,
+    agent: ReferenceAgent | None = None,
+    options: SynthOptions = SynthOptions(),
+    runner: SandboxRunner | None = None,
+) -> tuple[Environment, sqlite3.Connection, list[dict]]:
     """Build one environment; returns it (unsaved), its database and one record per candidate task."""
     agent = agent or ProgrammaticBaseline()
     runner = runner or getattr(category, "runner", None) or SandboxRunner()
@@ -91,13 +100,30 @@ def synthesize_environment(
                 break
             params = regenerated
         level = params["level"]
-        task = Task(f"{env_id}-L{level}", env_id, category.name, level, category.instruction(params),
-                    params, list(toolset), category.answer_format)  # fmt: skip
+        task = Task(
+            f"{env_id}-L{level}",
+            env_id,
+            category.name,
+            level,
+            category.instruction(params),
+            params,
+            list(toolset),
+            category.answer_format,
+        )
         if report.solved and report.kept:
             check_pass_at_k(report, category, db, task, agent, options.k, rng, runner)
-        records.append({"env_id": env_id, "category": category.name, "level": level, "kept": report.kept,
-                        "reason": report.reason, "attempts": report.attempts, "successes": report.successes,
-                        "mutations_rejected": report.mutations_rejected})  # fmt: skip
+        records.append(
+            {
+                "env_id": env_id,
+                "category": category.name,
+                "level": level,
+                "kept": report.kept,
+                "reason": report.reason,
+                "attempts": report.attempts,
+                "successes": report.successes,
+                "mutations_rejected": report.mutations_rejected,
+            }
+        )
         if report.kept:
             task.gates = report.to_json()
             tasks.append(task)

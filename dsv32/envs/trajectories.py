@@ -44,11 +44,23 @@ def render_trajectory(
     for i, call in enumerate(caller.calls):
         thought = call.thought or f"I call {call.name} to get what the next step needs."
         call_id = f"call_{i}"
-        messages.append({
-            "role": "assistant", "content": "", "reasoning_content": thought,
-            "tool_calls": [{"id": call_id, "type": "function",
-                            "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}],
-        })  # fmt: skip
+        messages.append(
+            {
+                "role": "assistant",
+                "content": "",
+                "reasoning_content": thought,
+                "tool_calls": [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {
+                            "name": call.name,
+                            "arguments": json.dumps(call.arguments, ensure_ascii=False),
+                        },
+                    }
+                ],
+            }
+        )
         result = call.result if call.error is None else {"error": call.error}
         messages.append(
             {
@@ -58,8 +70,13 @@ def render_trajectory(
             }
         )
     final = answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
-    messages.append({"role": "assistant", "reasoning_content": "I have everything the task asks for and every constraint holds, so I give the final answer.",
-                     "content": final})  # fmt: skip
+    messages.append(
+        {
+            "role": "assistant",
+            "reasoning_content": "I have everything the task asks for and every constraint holds, so I give the final answer.",  # noqa: E501
+            "content": final,
+        }
+    )
     return {
         "task_id": task.task_id,
         "category": task.category,

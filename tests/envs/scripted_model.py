@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - templates and generated source are data; their lines stay whole
 """A scripted OpenAI-compatible server on 127.0.0.1 that answers every chat completion with a
 fixed category module (as a model would), for testing model-driven synthesis."""
 
@@ -134,3 +135,52 @@ class ScriptedModel:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+class ScriptedAgentModel(ScriptedModel):
+    """A tool-calling model: first turn calls `tool` (with reasoning_content), then answers `final`."""
+
+    def __init__(self, tool: str, arguments: dict, final: str):
+        super().__init__("")
+        outer = self
+
+        def reply(body):
+            seen_tool = any(m.get("role") == "tool" for m in body["messages"])
+            if seen_tool:
+                return {"role": "assistant", "content": final}
+            call = {
+                "id": "call_0",
+                "type": "function",
+                "function": {"name": tool, "arguments": json.dumps(arguments)},
+            }
+            return {
+                "role": "assistant",
+                "content": "",
+                "reasoning_content": "look it up",
+                "tool_calls": [call],
+            }
+
+        handler = self.server.RequestHandlerClass
+
+        class AgentHandler(handler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(body)
+                message = reply(body)
+                finish = "tool_calls" if message.get("tool_calls") else "stop"
+                data = json.dumps(
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [{"index": 0, "finish_reason": finish, "message": message}],
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server.RequestHandlerClass = AgentHandler

@@ -93,3 +93,31 @@ def test_model_written_category_passes_gates_in_sandbox(tmp_path):
     with ScriptedModel(LAX) as model:
         lax = synthesize_with_model(model.url, "scripted", tmp_path / "lax", n_envs=1, k=1)
     assert lax["n_tasks"] == 0 and all("mutations" in r["reason"] for r in lax["records"])
+
+
+def test_openai_compatible_reference_agent_runs_the_tool_loop(synth_dir):
+    import random
+
+    from dsv32.envs.agents import make_agent
+    from dsv32.envs.episode import Episode
+    from dsv32.envs.gates import GateReport, check_pass_at_k
+
+    from .scripted_model import ScriptedAgentModel
+
+    out, _ = synth_dir
+    env = load_environment(next(p for p in list_environments(out) if p.name.startswith("code_interpreter")))
+    task = env.tasks[0]
+    pristine = open_readonly(env.db_path)
+    truth = get_category(env.category).solve(
+        Episode(get_category(env.category), pristine, task).caller, task.params
+    )
+    for final, passes in ((json.dumps(truth), True), ('{"answer": -12345.5}', False)):
+        with ScriptedAgentModel("list_files", {}, final) as model:
+            agent = make_agent(model.url, "scripted")
+            report = check_pass_at_k(
+                GateReport(), get_category(env.category), pristine, task, agent, 2, random.Random(0)
+            )
+        assert report.attempts == 2 and report.successes == (2 if passes else 0)
+        second = model.requests[1]["messages"]
+        assert second[-2]["reasoning_content"] == "look it up" and second[-1]["role"] == "tool"
+        assert "sales.csv" in second[-1]["content"]

@@ -32,17 +32,27 @@ CATEGORIES = {
     "utilities": 0,
     "shopping": 1,
 }
-MERCHANTS = {"groceries": ["FreshMart", "GreenGrocer"], "rent": ["Landlord"], "transport": ["Metro", "DiDi"],
-             "dining": ["Noodle Bar", "Cafe Lu"], "entertainment": ["StreamFlix", "CinemaOne", "MusicBox"],
-             "utilities": ["PowerGrid", "WaterCo"], "shopping": ["ShopNow", "BookNook"]}  # fmt: skip
+MERCHANTS = {
+    "groceries": ["FreshMart", "GreenGrocer"],
+    "rent": ["Landlord"],
+    "transport": ["Metro", "DiDi"],
+    "dining": ["Noodle Bar", "Cafe Lu"],
+    "entertainment": ["StreamFlix", "CinemaOne", "MusicBox"],
+    "utilities": ["PowerGrid", "WaterCo"],
+    "shopping": ["ShopNow", "BookNook"],
+}
 
 
-@tool("list_transactions", "Transactions of a month (1-3), optionally one category: day, merchant, category, amount.",
-      month=I("month 1, 2 or 3"), category=S("category", optional=True))  # fmt: skip
+@tool(
+    "list_transactions",
+    "Transactions of a month (1-3), optionally one category: day, merchant, category, amount.",
+    month=I("month 1, 2 or 3"),
+    category=S("category", optional=True),
+)
 def list_transactions(ctx, month, category=None):
     if month not in (1, 2, 3):
         raise ToolError("month must be 1, 2 or 3")
-    sql = "SELECT day, merchant, category, amount FROM transactions WHERE month=? AND (? IS NULL OR category=?) ORDER BY day, merchant"
+    sql = "SELECT day, merchant, category, amount FROM transactions WHERE month=? AND (? IS NULL OR category=?) ORDER BY day, merchant"  # noqa: E501
     return rows(ctx.db, sql, (month, category, category))
 
 
@@ -76,7 +86,7 @@ def subscriptions(db) -> dict[str, float]:
     """Category -> total monthly charge of merchants charged in each of months 1-3 (their month-3 amounts)."""
     subs = rows(
         db,
-        "SELECT merchant, category FROM transactions WHERE category='entertainment' GROUP BY merchant HAVING COUNT(DISTINCT month) = 3",
+        "SELECT merchant, category FROM transactions WHERE category='entertainment' GROUP BY merchant HAVING COUNT(DISTINCT month) = 3",  # noqa: E501
     )
     out: dict[str, float] = {}
     for s in subs:
@@ -98,8 +108,10 @@ class Budgeting(Category):
         return [list_transactions, get_income, list_categories, get_budget_rules]
 
     def build_database(self, db, rng):
-        db.executescript("""CREATE TABLE transactions(month INT, day INT, merchant TEXT, category TEXT, amount REAL);
-            CREATE TABLE income(amount REAL); CREATE TABLE categories(name TEXT PRIMARY KEY, discretionary INT);
+        db.executescript("""
+            CREATE TABLE transactions(month INT, day INT, merchant TEXT, category TEXT, amount REAL);
+            CREATE TABLE income(amount REAL);
+            CREATE TABLE categories(name TEXT PRIMARY KEY, discretionary INT);
             CREATE TABLE rules(savings_rate REAL);""")
         db.executemany("INSERT INTO categories VALUES (?,?)", sorted(CATEGORIES.items()))
         rent = rng.randrange(2500, 5000, 100)
@@ -137,17 +149,17 @@ class Budgeting(Category):
     def instruction(self, p):
         c = set(p["constraints"])
         text = [
-            "Plan next month's budget: split the expected income over every spending category plus savings, with no negative amounts, summing exactly to the income (to the cent)."
+            "Plan next month's budget: split the expected income over every spending category plus savings, with no negative amounts, summing exactly to the income (to the cent)."  # noqa: E501
         ]
         if "floors" in c:
             text.append("Give each category at least 90% of what was spent on it in month 3.")
         if "savings" in c:
             text.append(
-                "Save at least the household's minimum savings rate, and give discretionary categories no more than their month-3 spend."
+                "Save at least the household's minimum savings rate, and give discretionary categories no more than their month-3 spend."  # noqa: E501
             )
         if "subscriptions" in c:
             text.append(
-                "Entertainment must fully cover recurring subscriptions (merchants charged in each of months 1-3) plus 90% of its other month-3 spend."
+                "Entertainment must fully cover recurring subscriptions (merchants charged in each of months 1-3) plus 90% of its other month-3 spend."  # noqa: E501
             )
         return " ".join(text)
 
@@ -161,7 +173,7 @@ class Budgeting(Category):
     def solve(self, call: ToolCaller, p):
         c = set(p["constraints"])
         call.note(
-            "I sum month-3 spending per category, set each category's floor, then put the remainder into savings."
+            "I sum month-3 spending per category, set each category's floor, then put the remainder into savings."  # noqa: E501
         )
         cats = [r["name"] for r in call("list_categories")]
         tx = call("list_transactions", month=3)

@@ -54,8 +54,14 @@ def read_file(ctx, path):
     return {"path": path, "content": found[0]["content"]}
 
 
-@tool("edit_file", "Replace the one occurrence of `old` with `new` in a file.", True,
-      path=S("file path"), old=S("exact text to replace (must occur once)"), new=S("replacement text"))  # fmt: skip
+@tool(
+    "edit_file",
+    "Replace the one occurrence of `old` with `new` in a file.",
+    True,
+    path=S("file path"),
+    old=S("exact text to replace (must occur once)"),
+    new=S("replacement text"),
+)
 def edit_file(ctx, path, old, new):
     content = read_file.fn(ctx, path)["content"]
     if content.count(old) != 1:
@@ -101,8 +107,12 @@ class CodeAgent(Category):
         helper_names = {k: f"_{k}_{rng.randrange(10, 99)}" for k in HELPERS}
         chosen = rng.sample(TEMPLATES, rng.randint(4, 6))
         modules = [f"{pkg}/{part}.py" for part in rng.sample(NAME_PARTS, rng.randint(2, 3))]
-        files = {f"{pkg}/__init__.py": "", "tests/__init__.py": "", "README.md": f"# {pkg}\n\nSmall utilities.\n",
-                 f"{pkg}/helpers.py": "\n\n".join(src.format(h=helper_names[k]) for k, src in HELPERS.items())}  # fmt: skip
+        files = {
+            f"{pkg}/__init__.py": "",
+            "tests/__init__.py": "",
+            "README.md": f"# {pkg}\n\nSmall utilities.\n",
+            f"{pkg}/helpers.py": "\n\n".join(src.format(h=helper_names[k]) for k, src in HELPERS.items()),
+        }
         fmt = {f"h_{k}": v for k, v in helper_names.items()}
         for i, (tname, src, tests) in enumerate(chosen):
             mod = modules[i % len(modules)]
@@ -114,7 +124,8 @@ class CodeAgent(Category):
             test_path = f"tests/test_{mod.split('/')[-1]}"
             base = files.get(
                 test_path,
-                f"import unittest\n\nfrom {mod[:-3].replace('/', '.')} import *  # noqa: F403\n\n\nclass TestModule(unittest.TestCase):\n",
+                f"import unittest\n\nfrom {mod[:-3].replace('/', '.')} import *  # noqa: F403\n\n\n"
+                "class TestModule(unittest.TestCase):\n",
             )
             body = "".join(f"        {t.format(f=fname)}\n" for t in tests)
             files[test_path] = base + f"    def test_{fname}(self):\n{body}\n"
@@ -181,8 +192,10 @@ class CodeAgent(Category):
 
     def instruction(self, p):
         n = "Some tests fail" if len(p["bugs"]) > 1 else "A test fails"
-        return (f"{n} in this repository. Find and fix the bug(s) in the package code so that all tests pass. "
-                "Do not modify or delete any test file and do not delete files.")  # fmt: skip
+        return (
+            f"{n} in this repository. Find and fix the bug(s) in the package code so that all tests pass. "
+            "Do not modify or delete any test file and do not delete files."
+        )
 
     def solve(self, call: ToolCaller, p):
         call.note("First I run the tests to see which fail.")
@@ -191,13 +204,13 @@ class CodeAgent(Category):
             if bug["path"].endswith("helpers.py"):
                 helper = bug["original"]
                 call.note(
-                    f"The failing test {before['failed']} calls a helper; I search where the faulty logic lives."
+                    f"The failing test {before['failed']} calls a helper; I search where the faulty logic lives."  # noqa: E501
                 )
                 call("search_code", pattern=helper.strip())
             call.note(f"I read {bug['path']} to inspect the suspicious line.")
             call("read_file", path=bug["path"])
             call.note(
-                f"Line {bug['line'] + 1} reads `{bug['buggy'].strip()}`; it should be `{bug['original'].strip()}`."
+                f"Line {bug['line'] + 1} reads `{bug['buggy'].strip()}`; it should be `{bug['original'].strip()}`."  # noqa: E501
             )
             call("edit_file", path=bug["path"], old=bug["buggy"], new=bug["original"])
         call.note("Now I rerun the tests to confirm the fix.")
@@ -272,16 +285,23 @@ class CodeAgent(Category):
             if result["passed"] or not result["failed"]:
                 break
             func = result["failed"][0].removeprefix("test_")
-            sources = {x: call("read_file", path=x)["content"] for x in call("list_files")
-                       if x.endswith(".py") and not x.startswith("tests/")}  # fmt: skip
+            sources = {
+                x: call("read_file", path=x)["content"]
+                for x in call("list_files")
+                if x.endswith(".py") and not x.startswith("tests/")
+            }
             body = _function_lines(sources, func)
             if "helper" in att:
                 for name in {
                     w.split("(")[0] for _, ln in body for w in ln.split() if w.startswith("_") and "(" in w
                 }:
                     body += _function_lines(sources, name)
-            fixes = [(path, ln, ln.replace(repl, find)) for path, ln in body for find, repl in BUG_RULES
-                     if repl in ln and sources[path].count(ln) == 1]  # fmt: skip
+            fixes = [
+                (path, ln, ln.replace(repl, find))
+                for path, ln in body
+                for find, repl in BUG_RULES
+                if repl in ln and sources[path].count(ln) == 1
+            ]
             if not fixes:
                 break
             path, old, new = rng.choice(fixes)

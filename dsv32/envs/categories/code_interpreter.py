@@ -33,8 +33,12 @@ def list_files(ctx):
     return [{"path": p, "head": c.splitlines()[:3]} for p, c in _files(ctx.db).items()]
 
 
-@tool("python", "Run Python 3 code (stdlib only) in a sandbox whose working directory holds the data files; "
-      "returns stdout and stderr.", code=S("the program"))  # fmt: skip
+@tool(
+    "python",
+    "Run Python 3 code (stdlib only) in a sandbox whose working directory holds the data files; "
+    "returns stdout and stderr.",
+    code=S("the program"),
+)
 def python(ctx, code):
     result = ctx.sandbox.python(code, _files(ctx.db))
     if result.timed_out:
@@ -75,19 +79,22 @@ def expected(files: dict[str, str], p: dict):
             ),
             2,
         )
-    total = lambda m: sum(
-        profit(r)
-        for r in good
-        if r["region"] == p["region"] and r["date"][:7] == m and cost[r["product"]][0] == p["category"]
-    )  # noqa: E731
+
+    def total(m):
+        mine = (r for r in good if r["region"] == p["region"] and cost[r["product"]][0] == p["category"])
+        return sum(profit(r) for r in mine if r["date"][:7] == m)
+
     return round(total(p["m2"]) - total(p["m1"]), 2)
 
 
 def program(p: dict, att: set[str]) -> str:
     """Python source that answers the question, honouring only the constraints in `att`
     (a forgotten constraint gives a wrong answer or, for missing values, a crash)."""
-    lines = ["import csv", "rows = list(csv.DictReader(open('sales.csv')))",
-             "cost = {r['product']: (r['category'], float(r['cost'])) for r in csv.DictReader(open('products.csv'))}"]  # fmt: skip
+    lines = [
+        "import csv",
+        "rows = list(csv.DictReader(open('sales.csv')))",
+        "cost = {r['product']: (r['category'], float(r['cost'])) for r in csv.DictReader(open('products.csv'))}",  # noqa: E501
+    ]
     if "skip_missing" in att:
         lines.append("rows = [r for r in rows if r['units'].strip()]")
     revenue = "int(r['units']) * float(r['price'])"
@@ -106,7 +113,7 @@ def program(p: dict, att: set[str]) -> str:
         lines.append(f"print(round(sum({profit} for r in rows if {region} and {category}), 2))")
     else:
         lines.append(
-            f"def total(m):\n    return sum({profit} for r in rows if {region} and r['date'][:7] == m and {category})"
+            f"def total(m):\n    return sum({profit} for r in rows if {region} and r['date'][:7] == m and {category})"  # noqa: E501
         )
         value = f"total({p['m2']!r}) - total({p['m1']!r})" if "growth" in att else f"total({p['m2']!r})"
         lines.append(f"print(round({value}, 2))")
@@ -170,11 +177,22 @@ class CodeInterpreter(Category):
         files, level = _files(db), p["level"] + 1
         sales = _sales(files)
         if level == 2:
-            return dict(p, level=2, product=rng.choice(sorted({r["product"] for r in sales})),
-                        month=rng.choice(["2024-01", "2024-02", "2024-03"]), constraints=p["constraints"] + ["month", "revenue"])  # fmt: skip
+            return dict(
+                p,
+                level=2,
+                product=rng.choice(sorted({r["product"] for r in sales})),
+                month=rng.choice(["2024-01", "2024-02", "2024-03"]),
+                constraints=p["constraints"] + ["month", "revenue"],
+            )
         if level == 3:
-            return dict(p, level=3, category=rng.choice(sorted({r["category"] for r in csv.DictReader(io.StringIO(files["products.csv"]))})),
-                        constraints=p["constraints"] + ["join", "profit"])  # fmt: skip
+            return dict(
+                p,
+                level=3,
+                category=rng.choice(
+                    sorted({r["category"] for r in csv.DictReader(io.StringIO(files["products.csv"]))})
+                ),
+                constraints=p["constraints"] + ["join", "profit"],
+            )
         if level == 4:
             return dict(
                 p,
@@ -186,11 +204,13 @@ class CodeInterpreter(Category):
         return None
 
     def instruction(self, p):
-        q = {1: f"How many units were sold in the {p.get('region')} region in total?",
-             2: f"What was the revenue (units x price, summed over sales) of {p.get('product')} in {p.get('month')}?",
-             3: f"What was the total profit ((price - product cost) x units) of {p.get('category')} products in the {p.get('region')} region? Product categories and costs are in products.csv.",
-             4: f"By how much did the profit of {p.get('category')} products in the {p.get('region')} region change from {p.get('m1')} to {p.get('m2')} (later minus earlier)?"}[p["level"]]  # fmt: skip
-        return f"Use the python tool on the data files (sales.csv, products.csv). {q} Skip rows with missing units."
+        q = {
+            1: f"How many units were sold in the {p.get('region')} region in total?",
+            2: f"What was the revenue (units x price, summed over sales) of {p.get('product')} in {p.get('month')}?",  # noqa: E501
+            3: f"What was the total profit ((price - product cost) x units) of {p.get('category')} products in the {p.get('region')} region? Product categories and costs are in products.csv.",  # noqa: E501
+            4: f"By how much did the profit of {p.get('category')} products in the {p.get('region')} region change from {p.get('m1')} to {p.get('m2')} (later minus earlier)?",  # noqa: E501
+        }[p["level"]]
+        return f"Use the python tool on the data files (sales.csv, products.csv). {q} Skip rows with missing units."  # noqa: E501
 
     def solve(self, call: ToolCaller, p):
         call.note("I look at the available files and their columns first.")

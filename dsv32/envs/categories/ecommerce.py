@@ -45,7 +45,7 @@ def get_orders(ctx, customer):
 def get_order(ctx, order_id):
     if not rows(ctx.db, "SELECT 1 FROM orders WHERE id=?", (order_id,)):
         raise ToolError(f"no order {order_id}")
-    sql = "SELECT i.product_id, p.name, i.qty, i.price, p.final_sale FROM items i JOIN products p ON p.id = i.product_id WHERE i.order_id=?"
+    sql = "SELECT i.product_id, p.name, i.qty, i.price, p.final_sale FROM items i JOIN products p ON p.id = i.product_id WHERE i.order_id=?"  # noqa: E501
     return rows(ctx.db, sql + " ORDER BY i.product_id", (order_id,))
 
 
@@ -57,12 +57,18 @@ def get_return_policy(ctx):
     return rows(ctx.db, "SELECT today, window_days, 0 AS final_sale_returnable FROM policy")[0]
 
 
-@tool("create_return", "Return a quantity of an item from an order; refunds quantity x price paid.", True,
-      order_id=I("order id"), product_id=I("product id"), qty=I("quantity"))  # fmt: skip
+@tool(
+    "create_return",
+    "Return a quantity of an item from an order; refunds quantity x price paid.",
+    True,
+    order_id=I("order id"),
+    product_id=I("product id"),
+    qty=I("quantity"),
+)
 def create_return(ctx, order_id, product_id, qty):
     item = rows(
         ctx.db,
-        "SELECT i.qty, i.price, o.status FROM items i JOIN orders o ON o.id = i.order_id WHERE i.order_id=? AND i.product_id=?",
+        "SELECT i.qty, i.price, o.status FROM items i JOIN orders o ON o.id = i.order_id WHERE i.order_id=? AND i.product_id=?",  # noqa: E501
         (order_id, product_id),
     )
     if not item or item[0]["status"] != "delivered":
@@ -96,10 +102,15 @@ def cancel_order(ctx, order_id):
 def eligible(db, customer, policy: bool) -> dict[tuple[int, int], tuple[int, float]]:
     """(order, product) -> (qty, price) returnable under the policy (L2+) or merely delivered."""
     today, window = (lambda r: (r["today"], r["window_days"]))(rows(db, "SELECT * FROM policy")[0])
-    sql = ("SELECT i.order_id, i.product_id, i.qty, i.price, p.final_sale, o.day FROM items i JOIN orders o ON o.id=i.order_id "
-           "JOIN products p ON p.id=i.product_id WHERE o.customer=? AND o.status='delivered'")  # fmt: skip
-    return {(r["order_id"], r["product_id"]): (r["qty"], r["price"]) for r in rows(db, sql, (customer,))
-            if not policy or (not r["final_sale"] and today - r["day"] <= window)}  # fmt: skip
+    sql = (
+        "SELECT i.order_id, i.product_id, i.qty, i.price, p.final_sale, o.day FROM items i JOIN orders o ON o.id=i.order_id "  # noqa: E501
+        "JOIN products p ON p.id=i.product_id WHERE o.customer=? AND o.status='delivered'"
+    )
+    return {
+        (r["order_id"], r["product_id"]): (r["qty"], r["price"])
+        for r in rows(db, sql, (customer,))
+        if not policy or (not r["final_sale"] and today - r["day"] <= window)
+    }
 
 
 class Ecommerce(Category):
@@ -113,10 +124,12 @@ class Ecommerce(Category):
         return [get_orders, get_order, create_return, cancel_order, get_return_policy]
 
     def build_database(self, db, rng):
-        db.executescript("""CREATE TABLE products(id INTEGER PRIMARY KEY, name TEXT, price REAL, stock INT, final_sale INT);
+        db.executescript("""
+            CREATE TABLE products(id INTEGER PRIMARY KEY, name TEXT, price REAL, stock INT, final_sale INT);
             CREATE TABLE orders(id INTEGER PRIMARY KEY, customer TEXT, day INT, status TEXT);
             CREATE TABLE items(order_id INT, product_id INT, qty INT, price REAL);
-            CREATE TABLE returns(id INTEGER PRIMARY KEY AUTOINCREMENT, order_id INT, product_id INT, qty INT, refund REAL);
+            CREATE TABLE returns(id INTEGER PRIMARY KEY AUTOINCREMENT, order_id INT, product_id INT, qty INT,
+                                 refund REAL);
             CREATE TABLE policy(today INT, window_days INT);""")
         for i, name in enumerate(rng.sample(PRODUCTS, 8)):
             db.execute(
@@ -146,12 +159,17 @@ class Ecommerce(Category):
         rng.shuffle(custs)
         for cust in custs:
             items = sorted(eligible(db, cust, policy=False))
-            pending = rows(db, "SELECT 1 FROM orders WHERE customer=? AND status='pending'", (cust,))
-            if items and pending and eligible(db, cust, policy=True):
+            if items and eligible(db, cust, policy=True):
                 order, product = rng.choice(items)
                 qty = rng.randint(1, eligible(db, cust, False)[(order, product)][0])
-                return {"level": 1, "customer": cust, "order": order, "product": product, "qty": qty,
-                        "constraints": ["returned", "refund_total", "nothing_else"]}  # fmt: skip
+                return {
+                    "level": 1,
+                    "customer": cust,
+                    "order": order,
+                    "product": product,
+                    "qty": qty,
+                    "constraints": ["returned", "refund_total", "nothing_else"],
+                }
         return None
 
     def harden(self, db, p, rng):
@@ -159,14 +177,15 @@ class Ecommerce(Category):
             return dict(
                 p, level=2, constraints=["all_eligible", "eligible_only", "full_quantity", "refund_total"]
             )
-        if p["level"] == 2:
+        pending = rows(db, "SELECT 1 FROM orders WHERE customer=? AND status='pending'", (p["customer"],))
+        if p["level"] == 2 and pending:  # cancelling needs a pending order to cancel
             return dict(p, level=3, constraints=p["constraints"] + ["cancel_pending", "others_untouched"])
         return None
 
     def instruction(self, p):
         if p["level"] == 1:
-            return f"Customer {p['customer']} wants to return {p['qty']} unit(s) of product {p['product']} from order {p['order']}. Process it and report the refund; change nothing else."
-        text = f"Customer {p['customer']} wants to return everything from their delivered orders that the store's return policy allows (full quantities)."
+            return f"Customer {p['customer']} wants to return {p['qty']} unit(s) of product {p['product']} from order {p['order']}. Process it and report the refund; change nothing else."  # noqa: E501
+        text = f"Customer {p['customer']} wants to return everything from their delivered orders that the store's return policy allows (full quantities)."  # noqa: E501
         if p["level"] == 3:
             text += " Also cancel every one of their pending orders, and leave other orders alone."
         return text + " Report the total refund."
@@ -259,11 +278,17 @@ class Ecommerce(Category):
 
     def mutations(self, initial, p, answer, rng):
         total = answer["refund_total"]
-        out = [Mutation("refund_total", {"refund_total": total + 1}),
-               Mutation("refund_total", answer, [("UPDATE returns SET refund = refund + 5 WHERE id = (SELECT MIN(id) FROM returns)", ())])]  # fmt: skip
+        out = [
+            Mutation("refund_total", {"refund_total": total + 1}),
+            Mutation(
+                "refund_total",
+                answer,
+                [("UPDATE returns SET refund = refund + 5 WHERE id = (SELECT MIN(id) FROM returns)", ())],
+            ),
+        ]
         other = rows(
             initial,
-            "SELECT i.order_id, i.product_id, i.price FROM items i JOIN orders o ON o.id=i.order_id WHERE o.customer != ? AND o.status='delivered' LIMIT 1",
+            "SELECT i.order_id, i.product_id, i.price FROM items i JOIN orders o ON o.id=i.order_id WHERE o.customer != ? AND o.status='delivered' LIMIT 1",  # noqa: E501
             (p["customer"],),
         )
         if p["level"] == 1:
@@ -281,7 +306,7 @@ class Ecommerce(Category):
                     answer,
                     [
                         (
-                            "UPDATE orders SET status='cancelled' WHERE id = (SELECT MAX(id) FROM orders WHERE status='pending')",
+                            "UPDATE orders SET status='cancelled' WHERE id = (SELECT MAX(id) FROM orders WHERE status='pending')",  # noqa: E501
                             (),
                         )
                     ],
@@ -301,14 +326,34 @@ class Ecommerce(Category):
                 )
             )
             if want[first][0] > 1:
-                out.append(Mutation("full_quantity", {"refund_total": round(total - want[first][1], 2)},
-                                    [("UPDATE returns SET qty = qty - 1, refund = round(refund - ?, 2) WHERE order_id=? AND product_id=?", (want[first][1], *first))]))  # fmt: skip
+                out.append(
+                    Mutation(
+                        "full_quantity",
+                        {"refund_total": round(total - want[first][1], 2)},
+                        [
+                            (
+                                "UPDATE returns SET qty = qty - 1, refund = round(refund - ?, 2) WHERE order_id=? AND product_id=?",  # noqa: E501
+                                (want[first][1], *first),
+                            )
+                        ],
+                    )
+                )
         for key in loose[:1] + [(o["order_id"], o["product_id"]) for o in other]:
             price = rows(initial, "SELECT price FROM items WHERE order_id=? AND product_id=?", key)[0][
                 "price"
             ]
-            out.append(Mutation("eligible_only", {"refund_total": round(total + price, 2)},
-                                [("INSERT INTO returns(order_id, product_id, qty, refund) VALUES (?,?,1,?)", (*key, price))]))  # fmt: skip
+            out.append(
+                Mutation(
+                    "eligible_only",
+                    {"refund_total": round(total + price, 2)},
+                    [
+                        (
+                            "INSERT INTO returns(order_id, product_id, qty, refund) VALUES (?,?,1,?)",
+                            (*key, price),
+                        )
+                    ],
+                )
+            )
         if "cancel_pending" in p["constraints"]:
             pending = rows(
                 initial,
@@ -326,7 +371,7 @@ class Ecommerce(Category):
                     answer,
                     [
                         (
-                            "UPDATE orders SET status='cancelled' WHERE id = (SELECT MIN(id) FROM orders WHERE customer != ? AND status='delivered')",
+                            "UPDATE orders SET status='cancelled' WHERE id = (SELECT MIN(id) FROM orders WHERE customer != ? AND status='delivered')",  # noqa: E501
                             (p["customer"],),
                         )
                     ],

@@ -34,7 +34,7 @@ def list_airports(ctx):
     dest=S("airport code", optional=True),
 )
 def search_flights(ctx, origin, dest=None):
-    sql = "SELECT id, airline, origin, dest, depart, arrive, price, seats FROM flights WHERE origin=? AND (? IS NULL OR dest=?)"
+    sql = "SELECT id, airline, origin, dest, depart, arrive, price, seats FROM flights WHERE origin=? AND (? IS NULL OR dest=?)"  # noqa: E501
     return rows(ctx.db, sql + " ORDER BY depart", (origin, dest, dest))
 
 
@@ -67,8 +67,10 @@ def book_itinerary(ctx, passenger, flight_ids, party=1):
         total += found[0]["price"] * party
     for fid in flight_ids:
         ctx.db.execute("UPDATE flights SET seats = seats - ? WHERE id=?", (party, fid))
-    cur = ctx.db.execute("INSERT INTO bookings(passenger, flights, party, total) VALUES (?,?,?,?)",
-                         (passenger, json.dumps(flight_ids), party, total))  # fmt: skip
+    cur = ctx.db.execute(
+        "INSERT INTO bookings(passenger, flights, party, total) VALUES (?,?,?,?)",
+        (passenger, json.dumps(flight_ids), party, total),
+    )
     return {"booking_id": cur.lastrowid, "total": total}
 
 
@@ -102,7 +104,8 @@ class Flights(Category):
             CREATE TABLE airports(code TEXT PRIMARY KEY, city TEXT, min_connection INT);
             CREATE TABLE flights(id INTEGER PRIMARY KEY, airline TEXT, origin TEXT, dest TEXT,
                                  depart INT, arrive INT, price INT, seats INT);
-            CREATE TABLE bookings(id INTEGER PRIMARY KEY AUTOINCREMENT, passenger TEXT, flights TEXT, party INT, total INT);
+            CREATE TABLE bookings(id INTEGER PRIMARY KEY AUTOINCREMENT, passenger TEXT, flights TEXT,
+                                  party INT, total INT);
         """)
         codes = rng.sample(CODES, rng.randint(8, 11))
         db.executemany(
@@ -115,8 +118,19 @@ class Flights(Category):
             for _ in range(rng.randint(1, 3)):
                 dep = rng.randrange(6 * 60, 21 * 60, 5)
                 fid += rng.randint(1, 9)
-                db.execute("INSERT INTO flights VALUES (?,?,?,?,?,?,?,?)",
-                           (fid, rng.choice(AIRLINES), a, b, dep, dep + rng.randrange(60, 200, 5), rng.randrange(300, 1500, 10), rng.randint(0, 9)))  # fmt: skip
+                db.execute(
+                    "INSERT INTO flights VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        fid,
+                        rng.choice(AIRLINES),
+                        a,
+                        b,
+                        dep,
+                        dep + rng.randrange(60, 200, 5),
+                        rng.randrange(300, 1500, 10),
+                        rng.randint(0, 9),
+                    ),
+                )
         return f"{len(codes)} airports and {len(pairs)} routes of scheduled flights"
 
     def _itineraries(self, db, origin, dest, max_stops):
@@ -145,9 +159,18 @@ class Flights(Category):
             return None
         pick = rng.choice(direct)
         name = rng.choice(["Li Wei", "Zhang Min", "Wang Fang", "Chen Jie", "Liu Yang", "Zhao Lei"])
-        return {"level": 1, "origin": pick["origin"], "dest": pick["dest"], "passenger": name, "party": 1,
-                "max_stops": 0, "arrive_by": None, "budget": None, "avoid": None,
-                "constraints": ["booked", "passenger", "route", "one_booking"]}  # fmt: skip
+        return {
+            "level": 1,
+            "origin": pick["origin"],
+            "dest": pick["dest"],
+            "passenger": name,
+            "party": 1,
+            "max_stops": 0,
+            "arrive_by": None,
+            "budget": None,
+            "avoid": None,
+            "constraints": ["booked", "passenger", "route", "one_booking"],
+        }
 
     def harden(self, db, p, rng):
         level = p["level"] + 1
@@ -221,7 +244,9 @@ class Flights(Category):
 
     def solve(self, call: ToolCaller, p):
         c, gaps, found = set(p["constraints"]), {}, []
-        call.note(f"I search itineraries from {p['origin']} to {p['dest']} with up to {p['max_stops']} stop(s), keep those meeting every rule, and book the cheapest.")  # fmt: skip
+        call.note(
+            f"I search itineraries from {p['origin']} to {p['dest']} with up to {p['max_stops']} stop(s), keep those meeting every rule, and book the cheapest."  # noqa: E501
+        )
         cache = {}
 
         def legs(origin):
@@ -298,16 +323,11 @@ class Flights(Category):
         if not real:
             return checks
         if "connection" in c:
-            need_gap = lambda ap: (
-                max(
-                    BASE_GAP,
-                    rows(initial, "SELECT min_connection FROM airports WHERE code=?", (ap,))[0][
-                        "min_connection"
-                    ],
-                )
-                if "min_connection" in c
-                else BASE_GAP
-            )  # noqa: E731
+
+            def need_gap(ap):
+                found = rows(initial, "SELECT min_connection FROM airports WHERE code=?", (ap,))
+                return max(BASE_GAP, found[0]["min_connection"]) if "min_connection" in c else BASE_GAP
+
             base_bad = [b_["id"] for a, b_ in zip(real, real[1:]) if b_["depart"] < a["arrive"] + BASE_GAP]
             check(
                 checks,
@@ -369,7 +389,7 @@ class Flights(Category):
                 answer,
                 [
                     (
-                        "INSERT INTO bookings(passenger, flights, party, total) SELECT passenger, flights, party, total FROM bookings WHERE id=?",
+                        "INSERT INTO bookings(passenger, flights, party, total) SELECT passenger, flights, party, total FROM bookings WHERE id=?",  # noqa: E501
                         (bid,),
                     )
                 ],
@@ -420,8 +440,11 @@ class Flights(Category):
             "arrive_by": p["arrive_by"] is None or it[-1]["arrive"] <= p["arrive_by"],
             "avoid_airline": all(x["airline"] != p["avoid"] for x in it),
         }
-        wrong = {"connection": any(g < BASE_GAP for g in gaps), "arrive_by": not tests["arrive_by"],
-                 "avoid_airline": not tests["avoid_airline"]}  # fmt: skip
+        wrong = {
+            "connection": any(g < BASE_GAP for g in gaps),
+            "arrive_by": not tests["arrive_by"],
+            "avoid_airline": not tests["avoid_airline"],
+        }
         fits = all(x["seats"] >= p["party"] for x in it) and (
             p["budget"] is None or sum(x["price"] for x in it) * p["party"] <= p["budget"]
         )
@@ -433,11 +456,15 @@ class Flights(Category):
         ids = [x["id"] for x in it]
         total = sum(x["price"] for x in it) * p["party"]
         legs = "SELECT value FROM json_each((SELECT flights FROM bookings WHERE id=?))"
-        return Mutation(breaks, {"booking_id": bid}, [
-            (f"UPDATE flights SET seats = seats + ? WHERE id IN ({legs})", (p["party"], bid)),
-            ("UPDATE bookings SET flights=?, total=? WHERE id=?", (json.dumps(ids), total, bid)),
-            (f"UPDATE flights SET seats = seats - ? WHERE id IN ({legs})", (p["party"], bid)),
-        ])  # fmt: skip
+        return Mutation(
+            breaks,
+            {"booking_id": bid},
+            [
+                (f"UPDATE flights SET seats = seats + ? WHERE id IN ({legs})", (p["party"], bid)),
+                ("UPDATE bookings SET flights=?, total=? WHERE id=?", (json.dumps(ids), total, bid)),
+                (f"UPDATE flights SET seats = seats - ? WHERE id IN ({legs})", (p["party"], bid)),
+            ],
+        )
 
     def baseline(self, call: ToolCaller, p, rng: random.Random):
         att, c = attends(rng, p), set(p["constraints"])

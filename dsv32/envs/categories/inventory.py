@@ -59,8 +59,15 @@ def list_suppliers(ctx, sku):
     )
 
 
-@tool("create_purchase_order", "Order units of a sku from a supplier for a warehouse (counts toward stock).", True,
-      sku=S("sku"), supplier=S("supplier"), warehouse=S("warehouse"), qty=I("units"))  # fmt: skip
+@tool(
+    "create_purchase_order",
+    "Order units of a sku from a supplier for a warehouse (counts toward stock).",
+    True,
+    sku=S("sku"),
+    supplier=S("supplier"),
+    warehouse=S("warehouse"),
+    qty=I("units"),
+)
 def create_purchase_order(ctx, sku, supplier, warehouse, qty):
     sup = rows(ctx.db, "SELECT unit_cost FROM suppliers WHERE sku=? AND supplier=?", (sku, supplier))
     if not sup or qty < 1:
@@ -87,7 +94,7 @@ class Inventory(Category):
         db.executescript("""CREATE TABLE stock(warehouse TEXT, sku TEXT, qty INT, min_qty INT, PRIMARY KEY(warehouse, sku));
             CREATE TABLE suppliers(sku TEXT, supplier TEXT, unit_cost REAL, lead_days INT);
             CREATE TABLE transfers(id INTEGER PRIMARY KEY AUTOINCREMENT, sku TEXT, source TEXT, dest TEXT, qty INT);
-            CREATE TABLE purchases(id INTEGER PRIMARY KEY AUTOINCREMENT, sku TEXT, supplier TEXT, warehouse TEXT, qty INT, cost REAL);""")
+            CREATE TABLE purchases(id INTEGER PRIMARY KEY AUTOINCREMENT, sku TEXT, supplier TEXT, warehouse TEXT, qty INT, cost REAL);""")  # noqa: E501
         skus, sites = rng.sample(SKUS, 6), rng.sample(SITES, 3)
         scarce = skus[-1]  # nobody has spare units of this one
         for site in sites:
@@ -127,8 +134,13 @@ class Inventory(Category):
                 r for r in self._short(db, site) if self._spare(db, r["sku"], site) >= r["min_qty"] - r["qty"]
             ]
             if coverable:
-                return {"level": 1, "warehouse": site, "skus": [rng.choice(coverable)["sku"]], "lead_limit": None,
-                        "constraints": ["at_minimum", "sources_ok", "only_needed"]}  # fmt: skip
+                return {
+                    "level": 1,
+                    "warehouse": site,
+                    "skus": [rng.choice(coverable)["sku"]],
+                    "lead_limit": None,
+                    "constraints": ["at_minimum", "sources_ok", "only_needed"],
+                }
         return None
 
     def harden(self, db, p, rng):
@@ -163,8 +175,10 @@ class Inventory(Category):
 
     def instruction(self, p):
         c = set(p["constraints"])
-        text = [f"At warehouse {p['warehouse']}, bring {', '.join(p['skus'])} up to their reorder points by transferring spare units from other warehouses;",
-                "never take a source below its own reorder point, and move only what is needed."]  # fmt: skip
+        text = [
+            f"At warehouse {p['warehouse']}, bring {', '.join(p['skus'])} up to their reorder points by transferring spare units from other warehouses;",  # noqa: E501
+            "never take a source below its own reorder point, and move only what is needed.",
+        ]
         if "exact" in c:
             text.append("End exactly at each reorder point.")
         if "transfers_first" in c:
@@ -178,7 +192,7 @@ class Inventory(Category):
     def solve(self, call: ToolCaller, p):
         c, site = set(p["constraints"]), p["warehouse"]
         call.note(
-            "I compare each SKU with its reorder point, take spare units from other warehouses, and buy any remainder."
+            "I compare each SKU with its reorder point, take spare units from other warehouses, and buy any remainder."  # noqa: E501
         )
         here = {r["sku"]: r for r in call("get_stock", warehouse=site)}
         others = {
@@ -261,14 +275,18 @@ class Inventory(Category):
         )[0]["warehouse"]
         spare_sku = rows(
             initial,
-            "SELECT sku FROM stock WHERE warehouse=? AND sku NOT IN (%s) LIMIT 1"
-            % ",".join("?" * len(p["skus"])),
+            f"SELECT sku FROM stock WHERE warehouse=? AND sku NOT IN ({','.join('?' * len(p['skus']))}) LIMIT 1",  # noqa: E501
             (site, *p["skus"]),
         )[0]["sku"]
-        out = [Mutation("at_minimum", answer, [(upd, (-1, site, sku))]), Mutation("at_minimum", answer, [(upd, (-5, site, p["skus"][-1]))]),
-               Mutation("sources_ok", answer, [("UPDATE stock SET qty = 0 WHERE warehouse=? AND sku=?", (other, sku))]),
-               Mutation("only_needed", answer, [(upd, (3, site, spare_sku))]),
-               Mutation("only_needed", answer, [(upd, (-1, other, spare_sku)), (upd, (1, site, spare_sku))])]  # fmt: skip
+        out = [
+            Mutation("at_minimum", answer, [(upd, (-1, site, sku))]),
+            Mutation("at_minimum", answer, [(upd, (-5, site, p["skus"][-1]))]),
+            Mutation(
+                "sources_ok", answer, [("UPDATE stock SET qty = 0 WHERE warehouse=? AND sku=?", (other, sku))]
+            ),
+            Mutation("only_needed", answer, [(upd, (3, site, spare_sku))]),
+            Mutation("only_needed", answer, [(upd, (-1, other, spare_sku)), (upd, (1, site, spare_sku))]),
+        ]
         if "exact" in p["constraints"]:
             out.append(Mutation("exact", answer, [(upd, (1, site, sku))]))
         return out

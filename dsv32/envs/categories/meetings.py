@@ -40,13 +40,23 @@ def get_room_bookings(ctx, room):
     return rows(ctx.db, "SELECT start, end FROM room_bookings WHERE room=? ORDER BY start", (room,))
 
 
-@tool("book_meeting", "Book a meeting (start in minutes after midnight).", True,
-      title=S("title"), start=I("start minute"), duration=I("minutes"), room=S("room"), attendees=A("names", {"type": "string"}))  # fmt: skip
+@tool(
+    "book_meeting",
+    "Book a meeting (start in minutes after midnight).",
+    True,
+    title=S("title"),
+    start=I("start minute"),
+    duration=I("minutes"),
+    room=S("room"),
+    attendees=A("names", {"type": "string"}),
+)
 def book_meeting(ctx, title, start, duration, room, attendees):
     if not rows(ctx.db, "SELECT 1 FROM rooms WHERE name=?", (room,)):
         raise ToolError(f"unknown room {room!r}")
-    cur = ctx.db.execute("INSERT INTO meetings(title, start, end, room, attendees) VALUES (?,?,?,?,?)",
-                         (title, start, start + duration, room, json.dumps(attendees)))  # fmt: skip
+    cur = ctx.db.execute(
+        "INSERT INTO meetings(title, start, end, room, attendees) VALUES (?,?,?,?,?)",
+        (title, start, start + duration, room, json.dumps(attendees)),
+    )
     ctx.db.execute("INSERT INTO room_bookings VALUES (?,?,?)", (room, start, start + duration))
     return {"meeting_id": cur.lastrowid}
 
@@ -55,9 +65,12 @@ def _free(busy, start, end, buffer=0):
     return all(end <= b["start"] or start >= b["end"] + buffer for b in busy)
 
 
-LADDER = ({"n": 2, "duration": 30, "add": ["booked", "attendees", "duration", "working_hours", "all_free"]},
-          {"n": 4, "duration": 60, "add": ["room_seats"]}, {"add": ["room_free", "earliest"]},
-          {"n": 5, "add": ["video", "buffer"]})  # fmt: skip
+LADDER = (
+    {"n": 2, "duration": 30, "add": ["booked", "attendees", "duration", "working_hours", "all_free"]},
+    {"n": 4, "duration": 60, "add": ["room_seats"]},
+    {"add": ["room_free", "earliest"]},
+    {"n": 5, "add": ["video", "buffer"]},
+)
 
 
 class Meetings(Category):
@@ -73,7 +86,7 @@ class Meetings(Category):
     def build_database(self, db, rng):
         db.executescript("""CREATE TABLE people(name TEXT PRIMARY KEY); CREATE TABLE busy(person TEXT, start INT, end INT);
             CREATE TABLE rooms(name TEXT PRIMARY KEY, seats INT, video INT); CREATE TABLE room_bookings(room TEXT, start INT, end INT);
-            CREATE TABLE meetings(id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT, start INT, end INT, room TEXT, attendees TEXT);""")
+            CREATE TABLE meetings(id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT, start INT, end INT, room TEXT, attendees TEXT);""")  # noqa: E501
         people = rng.sample(NAMES, rng.randint(8, 12))
         db.executemany("INSERT INTO people VALUES (?)", [(p,) for p in people])
         for p in people:
@@ -95,8 +108,13 @@ class Meetings(Category):
     def initial_task(self, db, rng):
         people = [r["name"] for r in rows(db, "SELECT name FROM people ORDER BY name")]
         step = LADDER[0]
-        return {"level": 1, "title": f"Sync {rng.randint(1, 999)}", "attendees": rng.sample(people, step["n"]),
-                "duration": step["duration"], "constraints": list(step["add"])}  # fmt: skip
+        return {
+            "level": 1,
+            "title": f"Sync {rng.randint(1, 999)}",
+            "attendees": rng.sample(people, step["n"]),
+            "duration": step["duration"],
+            "constraints": list(step["add"]),
+        }
 
     def harden(self, db, p, rng):
         if p["level"] >= self.max_level:
@@ -117,8 +135,10 @@ class Meetings(Category):
 
     def instruction(self, p):
         c = set(p["constraints"])
-        text = [f"Book a {p['duration']}-minute meeting titled {p['title']!r} with {', '.join(p['attendees'])} (exactly these attendees),",
-                "between 09:00 and 17:00 when every attendee is free."]  # fmt: skip
+        text = [
+            f"Book a {p['duration']}-minute meeting titled {p['title']!r} with {', '.join(p['attendees'])} (exactly these attendees),",  # noqa: E501
+            "between 09:00 and 17:00 when every attendee is free.",
+        ]
         if "room_seats" in c:
             text.append(
                 "Use a room with a seat for every attendee"
@@ -126,7 +146,7 @@ class Meetings(Category):
             )
         if "room_free" in c:
             text.append(
-                "The room must not be booked at that time, and choose the earliest start (on a 15-minute grid) that satisfies everything."
+                "The room must not be booked at that time, and choose the earliest start (on a 15-minute grid) that satisfies everything."  # noqa: E501
             )
         if "buffer" in c:
             text.append("Leave every attendee at least 15 minutes after any earlier commitment.")
@@ -143,7 +163,7 @@ class Meetings(Category):
     def solve(self, call: ToolCaller, p):
         c = set(p["constraints"])
         call.note(
-            "I collect every attendee's busy times, then scan the day in 15-minute steps for the first slot that fits."
+            "I collect every attendee's busy times, then scan the day in 15-minute steps for the first slot that fits."  # noqa: E501
         )
         busy = {a: call("get_busy", person=a) for a in p["attendees"]}
         rooms = self._rooms(call, p, c)
@@ -252,11 +272,26 @@ class Meetings(Category):
     def mutations(self, initial, p, answer, rng):
         mid, c = answer["meeting_id"], set(p["constraints"])
         upd = lambda col, val: ("UPDATE meetings SET " + col + "=? WHERE id=?", (val, mid))  # noqa: E731
-        out = [Mutation("booked", {"meeting_id": mid + 50, "start": answer["start"]}),
-               Mutation("booked", answer, [("INSERT INTO meetings(title, start, end, room, attendees) SELECT title, start, end, room, attendees FROM meetings WHERE id=?", (mid,))]),
-               Mutation("attendees", answer, [upd("attendees", json.dumps(p["attendees"][:-1]))]),
-               Mutation("duration", answer, [("UPDATE meetings SET end = end + 15 WHERE id=?", (mid,))]),
-               Mutation("working_hours", answer, [("UPDATE meetings SET start = 480, end = 480 + ? WHERE id=?", (p["duration"], mid))])]  # fmt: skip
+        out = [
+            Mutation("booked", {"meeting_id": mid + 50, "start": answer["start"]}),
+            Mutation(
+                "booked",
+                answer,
+                [
+                    (
+                        "INSERT INTO meetings(title, start, end, room, attendees) SELECT title, start, end, room, attendees FROM meetings WHERE id=?",  # noqa: E501
+                        (mid,),
+                    )
+                ],
+            ),
+            Mutation("attendees", answer, [upd("attendees", json.dumps(p["attendees"][:-1]))]),
+            Mutation("duration", answer, [("UPDATE meetings SET end = end + 15 WHERE id=?", (mid,))]),
+            Mutation(
+                "working_hours",
+                answer,
+                [("UPDATE meetings SET start = 480, end = 480 + ? WHERE id=?", (p["duration"], mid))],
+            ),
+        ]
         busy = rows(
             initial, "SELECT start, end FROM busy WHERE person=? ORDER BY start", (p["attendees"][0],)
         )

@@ -18,15 +18,25 @@ DISTRICTS = ("Xihu", "Binjiang", "Gongshu", "Shangcheng")
 WORDS = ("Red", "Jade", "Spring", "Harbour", "Lantern", "Peony", "Bamboo", "River", "Moon", "Tea")
 
 
-@tool("search_restaurants", "Restaurants: name, cuisine, district, price per person, rating.",
-      cuisine=S("cuisine", optional=True), district=S("district", optional=True))  # fmt: skip
+@tool(
+    "search_restaurants",
+    "Restaurants: name, cuisine, district, price per person, rating.",
+    cuisine=S("cuisine", optional=True),
+    district=S("district", optional=True),
+)
 def search_restaurants(ctx, cuisine=None, district=None):
-    sql = "SELECT name, cuisine, district, price, rating FROM restaurants WHERE (? IS NULL OR cuisine=?) AND (? IS NULL OR district=?)"
+    sql = "SELECT name, cuisine, district, price, rating FROM restaurants WHERE (? IS NULL OR cuisine=?) AND (? IS NULL OR district=?)"  # noqa: E501
     return rows(ctx.db, sql + " ORDER BY price, name", (cuisine, cuisine, district, district))
 
 
-@tool("check_availability", "Free tables for a party at a restaurant, day (1-7) and hour.",
-      restaurant=S("name"), day=I("day 1-7"), hour=I("hour 0-23"), party=I("party size"))  # fmt: skip
+@tool(
+    "check_availability",
+    "Free tables for a party at a restaurant, day (1-7) and hour.",
+    restaurant=S("name"),
+    day=I("day 1-7"),
+    hour=I("hour 0-23"),
+    party=I("party size"),
+)
 def check_availability(ctx, restaurant, day, hour, party):
     found = rows(ctx.db, "SELECT tables, max_party FROM restaurants WHERE name=?", (restaurant,))
     if not found:
@@ -47,8 +57,16 @@ def get_opening_hours(ctx, restaurant):
     return found[0]
 
 
-@tool("make_reservation", "Reserve a table.", True, restaurant=S("name"), guest=S("guest name"),
-      day=I("day 1-7"), hour=I("hour"), party=I("party size"))  # fmt: skip
+@tool(
+    "make_reservation",
+    "Reserve a table.",
+    True,
+    restaurant=S("name"),
+    guest=S("guest name"),
+    day=I("day 1-7"),
+    hour=I("hour"),
+    party=I("party size"),
+)
 def make_reservation(ctx, restaurant, guest, day, hour, party):
     if check_availability.fn(ctx, restaurant, day, hour, party)["free_tables"] < 1:
         raise ToolError(f"{restaurant} has no free table for {party} on day {day} at {hour}:00")
@@ -72,24 +90,44 @@ class Restaurants(Category):
     def build_database(self, db, rng):
         db.executescript("""CREATE TABLE restaurants(name TEXT PRIMARY KEY, cuisine TEXT, district TEXT, price INT, rating REAL,
                                 tables INT, max_party INT, open INT, close INT);
-            CREATE TABLE reservations(id INTEGER PRIMARY KEY AUTOINCREMENT, restaurant TEXT, guest TEXT, day INT, hour INT, party INT);""")
+            CREATE TABLE reservations(id INTEGER PRIMARY KEY AUTOINCREMENT, restaurant TEXT, guest TEXT, day INT, hour INT, party INT);""")  # noqa: E501
         for i in range(rng.randint(22, 30)):
             opening = rng.choice([(11, 22), (11, 15), (17, 23), (10, 21), (12, 20)])
-            db.execute("INSERT OR IGNORE INTO restaurants VALUES (?,?,?,?,?,?,?,?,?)",
-                       (f"{rng.choice(WORDS)} {rng.choice(WORDS)} {i}", rng.choice(CUISINES), rng.choice(DISTRICTS), rng.randrange(40, 400, 5),
-                        round(rng.uniform(3.0, 5.0), 1), rng.randint(2, 4), rng.choice([4, 6, 8, 10]), *opening))  # fmt: skip
+            db.execute(
+                "INSERT OR IGNORE INTO restaurants VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    f"{rng.choice(WORDS)} {rng.choice(WORDS)} {i}",
+                    rng.choice(CUISINES),
+                    rng.choice(DISTRICTS),
+                    rng.randrange(40, 400, 5),
+                    round(rng.uniform(3.0, 5.0), 1),
+                    rng.randint(2, 4),
+                    rng.choice([4, 6, 8, 10]),
+                    *opening,
+                ),
+            )
         names = [r["name"] for r in rows(db, "SELECT name FROM restaurants")]
         for _ in range(rng.randint(10, 30)):
-            db.execute("INSERT INTO reservations(restaurant, guest, day, hour, party) VALUES (?,?,?,?,?)",
-                       (rng.choice(names), "walk-in", rng.randint(1, 7), rng.randint(11, 21), rng.randint(2, 6)))  # fmt: skip
+            db.execute(
+                "INSERT INTO reservations(restaurant, guest, day, hour, party) VALUES (?,?,?,?,?)",
+                (rng.choice(names), "walk-in", rng.randint(1, 7), rng.randint(11, 21), rng.randint(2, 6)),
+            )
         return f"{len(names)} restaurants with tables and existing reservations"
 
     def initial_task(self, db, rng):
         cuisine = rng.choice(sorted({r["cuisine"] for r in rows(db, "SELECT cuisine FROM restaurants")}))
         slot = {"cuisine": cuisine, "day": rng.randint(1, 7), "hour": rng.choice([12, 13, 18, 19, 20])}
-        return {"level": 1, "guest": rng.choice(["Mr Wu", "Ms Tang", "Dr Su"]), "party": rng.randint(2, 6), "slots": [slot],
-                "min_rating": 0.0, "max_price": None, "district": None, "budget": None,
-                "constraints": ["reserved", "slot", "cuisine", "available"]}  # fmt: skip
+        return {
+            "level": 1,
+            "guest": rng.choice(["Mr Wu", "Ms Tang", "Dr Su"]),
+            "party": rng.randint(2, 6),
+            "slots": [slot],
+            "min_rating": 0.0,
+            "max_price": None,
+            "district": None,
+            "budget": None,
+            "constraints": ["reserved", "slot", "cuisine", "available"],
+        }
 
     def harden(self, db, p, rng):
         level = p["level"] + 1
@@ -127,13 +165,13 @@ class Restaurants(Category):
         text = [f"Reserve tables for {p['guest']}, party of {p['party']}: {wants}."]
         if "rating" in c:
             text.append(
-                f"Each restaurant must be rated at least {p['min_rating']} and cost at most {p['max_price']} per person."
+                f"Each restaurant must be rated at least {p['min_rating']} and cost at most {p['max_price']} per person."  # noqa: E501
             )
         if "district" in c:
             text.append(f"Only restaurants in {p['district']} that are open at the booked hour.")
         if "budget" in c:
             text.append(
-                f"Use two different restaurants; total cost (price x party, both meals) at most {p['budget']}."
+                f"Use two different restaurants; total cost (price x party, both meals) at most {p['budget']}."  # noqa: E501
             )
         return " ".join(text)
 
@@ -166,7 +204,7 @@ class Restaurants(Category):
     def solve(self, call: ToolCaller, p):
         c = set(p["constraints"])
         call.note(
-            "For each requested meal I list matching restaurants, keep those meeting every rule with a free table, and pick the cheapest combination."
+            "For each requested meal I list matching restaurants, keep those meeting every rule with a free table, and pick the cheapest combination."  # noqa: E501
         )
         options = [self._candidates(call, p, s, c) for s in p["slots"]]
         combos = (
@@ -179,8 +217,17 @@ class Restaurants(Category):
         if not combos:
             return None
         best = min(combos, key=lambda x: (sum(r["price"] for r in x), [r["name"] for r in x]))
-        ids = [call("make_reservation", restaurant=r["name"], guest=p["guest"], day=s["day"], hour=s["hour"], party=p["party"])["reservation_id"]
-               for r, s in zip(best, p["slots"])]  # fmt: skip
+        ids = [
+            call(
+                "make_reservation",
+                restaurant=r["name"],
+                guest=p["guest"],
+                day=s["day"],
+                hour=s["hour"],
+                party=p["party"],
+            )["reservation_id"]
+            for r, s in zip(best, p["slots"])
+        ]
         return {"reservation_ids": ids}
 
     def verify(self, initial, final, p, answer):
@@ -222,8 +269,17 @@ class Restaurants(Category):
             all(i.get("cuisine") == s["cuisine"] for i, s in zip(info, p["slots"])),
             "wrong cuisine",
         )
-        over = [r["restaurant"] for r, i in zip(res, info) if rows(final, "SELECT COUNT(*) AS n FROM reservations WHERE restaurant=? AND day=? AND hour=?",
-                (r["restaurant"], r["day"], r["hour"]))[0]["n"] > i.get("tables", 0) or r["party"] > i.get("max_party", 0)]  # fmt: skip
+        over = [
+            r["restaurant"]
+            for r, i in zip(res, info)
+            if rows(
+                final,
+                "SELECT COUNT(*) AS n FROM reservations WHERE restaurant=? AND day=? AND hour=?",
+                (r["restaurant"], r["day"], r["hour"]),
+            )[0]["n"]
+            > i.get("tables", 0)
+            or r["party"] > i.get("max_party", 0)
+        ]
         check(checks, "available", not over, f"overbooked: {over}")
         if "rating" in c:
             check(
@@ -264,13 +320,26 @@ class Restaurants(Category):
         ids, c = answer["reservation_ids"], set(p["constraints"])
         first = ids[0]
         upd = lambda col, val: ("UPDATE reservations SET " + col + "=? WHERE id=?", (val, first))  # noqa: E731
-        out = [Mutation("reserved", {"reservation_ids": [i + 100 for i in ids]}), Mutation("reserved", answer, [upd("guest", "someone else")]),
-               Mutation("slot", answer, [upd("day", p["slots"][0]["day"] % 7 + 1)]), Mutation("slot", answer, [upd("party", p["party"] + 1)])]  # fmt: skip
+        out = [
+            Mutation("reserved", {"reservation_ids": [i + 100 for i in ids]}),
+            Mutation("reserved", answer, [upd("guest", "someone else")]),
+            Mutation("slot", answer, [upd("day", p["slots"][0]["day"] % 7 + 1)]),
+            Mutation("slot", answer, [upd("party", p["party"] + 1)]),
+        ]
         res = rows(initial, "SELECT * FROM restaurants")
         pick = lambda cond: next((r["name"] for r in res if cond(r)), None)  # noqa: E731
         s0 = p["slots"][0]
-        wrong_cuisine = pick(lambda r: r["cuisine"] != s0["cuisine"] and r["tables"] >= 4 and r["max_party"] >= p["party"] and r["open"] <= s0["hour"] < r["close"]
-                             and r["rating"] >= p["min_rating"] and (p["max_price"] is None or r["price"] <= p["max_price"]) and (p["district"] is None or r["district"] == p["district"]))  # fmt: skip
+        wrong_cuisine = pick(
+            lambda r: (
+                r["cuisine"] != s0["cuisine"]
+                and r["tables"] >= 4
+                and r["max_party"] >= p["party"]
+                and r["open"] <= s0["hour"] < r["close"]
+                and r["rating"] >= p["min_rating"]
+                and (p["max_price"] is None or r["price"] <= p["max_price"])
+                and (p["district"] is None or r["district"] == p["district"])
+            )
+        )
         if wrong_cuisine:
             out.append(Mutation("cuisine", answer, [upd("restaurant", wrong_cuisine)]))
         out.append(
@@ -279,7 +348,7 @@ class Restaurants(Category):
                 answer,
                 [
                     (
-                        "INSERT INTO reservations(restaurant, guest, day, hour, party) SELECT restaurant, 'walk-in', day, hour, party FROM reservations WHERE id=?",
+                        "INSERT INTO reservations(restaurant, guest, day, hour, party) SELECT restaurant, 'walk-in', day, hour, party FROM reservations WHERE id=?",  # noqa: E501
                         (first,),
                     )
                 ]

@@ -53,8 +53,12 @@ def get_teacher_unavailability(ctx, teacher):
     ]
 
 
-LADDER = ((3, ["assignment", "capacity", "room_clash"]), (5, ["teacher_clash", "group_clash"]),
-          (7, ["unavailable", "lab"]), (9, ["per_day"]))  # fmt: skip
+LADDER = (
+    (3, ["assignment", "capacity", "room_clash"]),
+    (5, ["teacher_clash", "group_clash"]),
+    (7, ["unavailable", "lab"]),
+    (9, ["per_day"]),
+)
 
 
 class Timetabling(Category):
@@ -70,8 +74,11 @@ class Timetabling(Category):
         return [list_courses, list_rooms, list_slots, get_teacher_unavailability]
 
     def build_database(self, db, rng):
-        db.executescript("""CREATE TABLE courses(name TEXT PRIMARY KEY, teacher TEXT, grp TEXT, size INT, lab INT, active INT, rank INT);
-            CREATE TABLE rooms(name TEXT PRIMARY KEY, capacity INT, lab INT); CREATE TABLE slots(id INT PRIMARY KEY, day INT, period INT);
+        db.executescript("""
+            CREATE TABLE courses(name TEXT PRIMARY KEY, teacher TEXT, grp TEXT, size INT, lab INT, active INT,
+                                 rank INT);
+            CREATE TABLE rooms(name TEXT PRIMARY KEY, capacity INT, lab INT);
+            CREATE TABLE slots(id INT PRIMARY KEY, day INT, period INT);
             CREATE TABLE unavailable(teacher TEXT, slot INT);""")
         n_slots = 0
         for day in range(1, 4):
@@ -79,8 +86,17 @@ class Timetabling(Category):
                 n_slots += 1
                 db.execute("INSERT INTO slots VALUES (?,?,?)", (n_slots, day, period))
         for i, subject in enumerate(rng.sample(SUBJECTS, 9)):
-            db.execute("INSERT INTO courses VALUES (?,?,?,?,?,0,?)", (subject, rng.choice(TEACHERS[:4]), rng.choice(["G1", "G2", "G3"]),
-                                                                     rng.randint(12, 40), rng.random() < 0.3, i))  # fmt: skip
+            db.execute(
+                "INSERT INTO courses VALUES (?,?,?,?,?,0,?)",
+                (
+                    subject,
+                    rng.choice(TEACHERS[:4]),
+                    rng.choice(["G1", "G2", "G3"]),
+                    rng.randint(12, 40),
+                    rng.random() < 0.3,
+                    i,
+                ),
+            )
         for name, cap, lab in (
             ("R101", rng.randint(20, 30), 0),
             ("R102", 45, 0),
@@ -98,8 +114,12 @@ class Timetabling(Category):
     def _level(self, db, level, constraints):
         n, add = LADDER[level - 1]
         courses = [r["name"] for r in rows(db, "SELECT name FROM courses ORDER BY rank LIMIT ?", (n,))]
-        return {"level": level, "courses": courses, "constraints": constraints + add,
-                "setup": [["UPDATE courses SET active = (name IN (" + ",".join("?" * n) + "))", courses]]}  # fmt: skip
+        return {
+            "level": level,
+            "courses": courses,
+            "constraints": constraints + add,
+            "setup": [["UPDATE courses SET active = (name IN (" + ",".join("?" * n) + "))", courses]],
+        }
 
     def harden(self, db, p, rng):
         return self._level(db, p["level"] + 1, p["constraints"]) if p["level"] < self.max_level else None
@@ -107,7 +127,7 @@ class Timetabling(Category):
     def instruction(self, p):
         c = set(p["constraints"])
         text = [
-            "Build a timetable: give every listed course one slot and one room; rooms must hold the group and never host two courses at once."
+            "Build a timetable: give every listed course one slot and one room; rooms must hold the group and never host two courses at once."  # noqa: E501
         ]
         if "teacher_clash" in c:
             text.append("No teacher or student group may have two courses in one slot.")
@@ -313,9 +333,14 @@ def _ok(course, slot, room, plan, c, away, day) -> bool:
     if "unavailable" in c and slot in away.get(course["teacher"], ()):
         return False
     for x in plan:
-        if x["slot"] == slot and ("room_clash" in c and x["room"]["name"] == room["name"]
-                                  or "teacher_clash" in c and x["course"]["teacher"] == course["teacher"]
-                                  or "group_clash" in c and x["course"]["grp"] == course["grp"]):  # fmt: skip
+        if x["slot"] == slot and (
+            "room_clash" in c
+            and x["room"]["name"] == room["name"]
+            or "teacher_clash" in c
+            and x["course"]["teacher"] == course["teacher"]
+            or "group_clash" in c
+            and x["course"]["grp"] == course["grp"]
+        ):
             return False
     if (
         "per_day" in c

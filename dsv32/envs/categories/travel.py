@@ -24,7 +24,7 @@ from dsv32.envs.categories.base import (
     parse_json_answer,
     rows,
     str_list,
-)  # fmt: skip
+)
 from dsv32.envs.tools import I, N, S, Tool, ToolCaller, ToolError, tool
 
 CITIES = (
@@ -121,8 +121,15 @@ class Travel(Category):
     )
 
     def library(self) -> list[Tool]:
-        return [list_cities, get_routes, search_hotels, search_restaurants, search_attractions,
-                get_budget_policy, get_attraction_schedule]  # fmt: skip
+        return [
+            list_cities,
+            get_routes,
+            search_hotels,
+            search_restaurants,
+            search_attractions,
+            get_budget_policy,
+            get_attraction_schedule,
+        ]
 
     def build_database(self, db: sqlite3.Connection, rng: random.Random) -> str:
         db.executescript("""
@@ -130,7 +137,8 @@ class Travel(Category):
             CREATE TABLE routes(city_a TEXT, city_b TEXT, hours REAL, PRIMARY KEY(city_a, city_b));
             CREATE TABLE hotels(name TEXT PRIMARY KEY, city TEXT, tier INT, price INT, rating REAL);
             CREATE TABLE restaurants(name TEXT PRIMARY KEY, city TEXT, cuisine TEXT, cost INT, rating REAL);
-            CREATE TABLE attractions(name TEXT PRIMARY KEY, city TEXT, kind TEXT, ticket INT, closed_weekday INT);
+            CREATE TABLE attractions(name TEXT PRIMARY KEY, city TEXT, kind TEXT, ticket INT,
+                                     closed_weekday INT);
             CREATE TABLE budget_policy(tier INT PRIMARY KEY, meal_budget INT, attraction_budget INT);
         """)
         cities = rng.sample(CITIES, rng.randint(8, 11))
@@ -187,8 +195,17 @@ class Travel(Category):
     def initial_task(self, db, rng):
         start = rng.choice([r["name"] for r in rows(db, "SELECT name FROM cities ORDER BY name")])
         step = LADDER[0]
-        return {"level": 1, "start": start, "n_days": step["n_days"], "meals": step["meals"], "sights": step["sights"],
-                "start_weekday": rng.randrange(7), "min_rating": 0.0, "hotel_total": None, "constraints": list(step["add"])}  # fmt: skip
+        return {
+            "level": 1,
+            "start": start,
+            "n_days": step["n_days"],
+            "meals": step["meals"],
+            "sights": step["sights"],
+            "start_weekday": rng.randrange(7),
+            "min_rating": 0.0,
+            "hotel_total": None,
+            "constraints": list(step["add"]),
+        }
 
     def harden(self, db, params, rng):
         level = params["level"] + 1
@@ -209,14 +226,18 @@ class Travel(Category):
 
     def instruction(self, p):
         c = set(p["constraints"])
-        parts = [f"Plan a {p['n_days']}-day trip starting in {p['start']} on a {WEEKDAYS[p['start_weekday']]}.",
-                 f"Each day stay in one city and pick a hotel there, {p['meals']} restaurant(s) and {p['sights']} attraction(s) in that city."]  # fmt: skip
+        parts = [
+            f"Plan a {p['n_days']}-day trip starting in {p['start']} on a {WEEKDAYS[p['start_weekday']]}.",
+            f"Each day stay in one city and pick a hotel there, {p['meals']} restaurant(s) and {p['sights']} attraction(s) in that city.",  # noqa: E501
+        ]
         if "no_repeat" in c:
             parts.append("Do not repeat any city, hotel, restaurant or attraction.")
         if "routes" in c:
             parts.append("Each next city must be reachable from the previous one by a direct train.")
         if "meal_budget" in c:
-            parts.append("Each day's meals and attraction tickets must stay within the daily budgets set for the price tier of that night's hotel.")  # fmt: skip
+            parts.append(
+                "Each day's meals and attraction tickets must stay within the daily budgets set for the price tier of that night's hotel."  # noqa: E501
+            )
         if "open_days" in c:
             parts.append("Only visit attractions that are open on the weekday of the visit.")
         if "min_rating" in c:
@@ -237,7 +258,9 @@ class Travel(Category):
                 memo[key] = call(tool_name, **args)
             return memo[key]
 
-        call.note(f"I start in {p['start']} and need {p['n_days']} days; I will search city by city, backtracking if a day cannot meet the constraints.")  # fmt: skip
+        call.note(
+            f"I start in {p['start']} and need {p['n_days']} days; I will search city by city, backtracking if a day cannot meet the constraints."  # noqa: E501
+        )
         n_cities = len(get("list_cities"))
 
         def day_plan(city, day, hotel):
@@ -258,8 +281,12 @@ class Travel(Category):
                 budget and sum(s["ticket"] for s in sights[: p["sights"]]) > budget["attraction_budget"]
             ):
                 return None
-            return {"city": city, "hotel": hotel["name"], "restaurants": [r["name"] for r in picks],
-                    "attractions": [s["name"] for s in sights[: p["sights"]]]}  # fmt: skip
+            return {
+                "city": city,
+                "hotel": hotel["name"],
+                "restaurants": [r["name"] for r in picks],
+                "attractions": [s["name"] for s in sights[: p["sights"]]],
+            }
 
         def search(plan, spent):
             if len(plan) == p["n_days"]:
@@ -363,8 +390,12 @@ class Travel(Category):
             )
             check(checks, "attraction_budget", not over_a, f"attraction budget exceeded on day(s) {over_a}")
         if "open_days" in c:
-            closed = [n for i, d in enumerate(days) for n in d["attractions"]
-                      if look.attraction(n).get("closed_weekday") == (p["start_weekday"] + i) % 7]  # fmt: skip
+            closed = [
+                n
+                for i, d in enumerate(days)
+                for n in d["attractions"]
+                if look.attraction(n).get("closed_weekday") == (p["start_weekday"] + i) % 7
+            ]
             check(checks, "open_days", not closed, f"closed on the day of the visit: {closed}")
         if "min_rating" in c:
             low = [d["hotel"] for d in days if look.hotel(d["hotel"]).get("rating", 0) < p["min_rating"]]
@@ -400,9 +431,11 @@ class Travel(Category):
                 out.append(Mutation(name, new))
 
         used = {n for d in days for n in [d["hotel"], *d["restaurants"], *d["attractions"]]}
-        other = lambda table, city: [
-            r for r in rows(initial, f"SELECT * FROM {table} WHERE city!=?", (city,)) if r["name"] not in used
-        ]  # noqa: E731
+
+        def other(table, city):
+            found = rows(initial, f"SELECT * FROM {table} WHERE city!=?", (city,))
+            return [r for r in found if r["name"] not in used]
+
         edit("day_count", lambda ds: ds.pop())
         edit("start_city", lambda ds: ds.reverse() if ds[-1]["city"] != p["start"] else False)
         edit("hotel", lambda ds: ds[0].update(hotel=other("hotels", ds[0]["city"])[0]["name"]))
@@ -550,7 +583,7 @@ class Travel(Category):
                 rng,
                 food,
                 p["meals"],
-                lambda rs: (
+                lambda rs, budget=budget: (
                     (not budget or sum(r["cost"] for r in rs) <= budget["meal_budget"])
                     and ("cuisine_variety" not in att or len({r["cuisine"] for r in rs}) == len(rs))
                 ),
@@ -559,10 +592,19 @@ class Travel(Category):
                 rng,
                 sights,
                 p["sights"],
-                lambda ss: not budget or sum(s["ticket"] for s in ss) <= budget["attraction_budget"],
+                lambda ss, budget=budget: (
+                    not budget or sum(s["ticket"] for s in ss) <= budget["attraction_budget"]
+                ),
             )
-            plan.append({"city": city, "hotel": hotel["name"], "_price": hotel["price"],
-                         "restaurants": [r["name"] for r in meal], "attractions": [s["name"] for s in seen]})  # fmt: skip
+            plan.append(
+                {
+                    "city": city,
+                    "hotel": hotel["name"],
+                    "_price": hotel["price"],
+                    "restaurants": [r["name"] for r in meal],
+                    "attractions": [s["name"] for s in seen],
+                }
+            )
         return {"days": [{k: v for k, v in d.items() if k != "_price"} for d in plan]}
 
 
