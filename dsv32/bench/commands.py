@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "attention": ("dsv32.bench.attention", "DSA vs dense MLA per-token cost at the official attention shape"),
     "engine": ("dsv32.bench.engine", "engine tokens/s vs transformers' generate on the small preset"),
     "server": ("dsv32.serve.bench", "HTTP server under concurrent streaming clients: tokens/s, TTFT p50/p99"),
+    "grpo-trl": ("dsv32.bench.grpo_trl", "one GRPO optimisation step vs TRL GRPOTrainer; loss agreement"),
 }
 
 

@@ -21,8 +21,12 @@ timed step is the optimisation step only, on a prepared batch:
   Rows: `dsv32` computes the function TRL computes (fresh routing, full-vocabulary log-probs);
   `dsv32 +keep` also replays the recorded MoE routing and applies the (here all-true) keep mask,
   i.e. the full V3.2 path.
-Attention: transformers' port always applies the indexer's top-k, so dsv32 runs DSA ("sparse")
-whenever the sequence is longer than `index_topk` (below that both are exactly dense).
+Attention, two regimes (`--index-topk`): transformers' port always runs the indexer and its top-k.
+With index_topk >= the sequence length DSA is exactly dense, so dsv32 runs its dense path and both
+compute the same function (the losses agree to float error). With the tiny preset's index_topk = 16
+both run DSA, but an untrained indexer gives many queries exact ties at the top-k boundary (all
+ReLUs zero), which the two implementations break differently; the losses then differ by the
+attention to a few different tokens, and the step times compare two DSA implementations.
 Reps alternate between the sides so both see the same machine load; medians are reported.
 Before any update the two losses are computed on identical weights and must agree (float error of
 two implementations of the same model, reported as `loss_abs_diff`).
@@ -80,13 +84,14 @@ def build_batch(
     seed: int = 0,
     stale: float = 0.6,
     ref_noise: float = 0.3,
-    attention: str = "dense",
 ) -> FixedBatch:
     """Sample `group` completions for each of `prompts` random prompts; make pi_old stale.
 
-    pi_old = the sampler's log-prob minus a per-sequence offset drawn from U(0, 2*stale), so the
-    mean log(pi_old/pi_theta) of some sequences passes delta = stale and OPSM masks those with a
-    negative advantage; pi_ref = the sampler's log-prob plus N(0, ref_noise) per token.
+    pi_old = the sampler's log-prob plus a per-sequence offset drawn from U(0, 2*stale), so the
+    mean log(pi_old/pi_theta) of about half the sequences passes delta = stale and OPSM masks those
+    with a negative advantage; pi_ref = the sampler's log-prob plus N(0, ref_noise) per token.
+    Sampling uses dense attention (the sampler re-runs the whole prefix per token, and DSA there
+    costs minutes); the log-probs are inputs of the step either way.
     """
     if min(prompts, group, prompt_len, completion_len) < 1:
         raise ValueError("prompts, group, prompt_len and completion_len must all be >= 1")
@@ -98,7 +103,7 @@ def build_batch(
     routing_rec: list[dict[int, list[torch.Tensor]]] = [{} for _ in range(b)]
     params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=completion_len)
     model.eval()
-    gens = sample(model, prompt_rows.tolist(), params, g, routing_rec, attention)
+    gens = sample(model, prompt_rows.tolist(), params, g, routing_rec)
     completion = torch.ones(b, completion_len, dtype=torch.long)  # EOS id pads
     mask = torch.zeros(b, completion_len, dtype=torch.long)
     sampler_logp = torch.zeros(b, completion_len)
@@ -112,7 +117,7 @@ def build_batch(
     t = prompt_len + completion_len
     with torch.no_grad():
         ids = torch.cat([prompt_rows, completion], 1)[:, :-1]
-        fresh = model(ids, attention=attention, return_routing=True).routing
+        fresh = model(ids, return_routing=True).routing
     routing = {}
     for layer, ids_BTK in fresh.items():
         rec = ids_BTK.clone()
@@ -122,7 +127,7 @@ def build_batch(
                 rec[i, : len(got)] = torch.stack(got)
         routing[layer] = rec
     offset = torch.rand(b, 1, generator=g) * 2 * stale
-    old = (sampler_logp - offset) * mask
+    old = (sampler_logp + offset) * mask
     ref = (sampler_logp + torch.randn(b, completion_len, generator=g) * ref_noise) * mask
     rewards = torch.rand(b, generator=g).round()  # pass/fail outcomes
     adv = group_advantages(rewards, [i // group for i in range(b)]).float()
@@ -249,12 +254,16 @@ def compare(
     seed: int = 0,
     beta: float = 0.04,
     delta: float = 0.5,
+    index_topk: int | None = None,
 ) -> dict:
+    """Time both sides on the tiny preset (with `index_topk` replaced when given) and compare losses."""
     cfg = GRPOConfig(beta=beta, opsm_delta=delta, unbiased_kl=True, opsm=True)
     config = preset("tiny")
+    if index_topk is not None:
+        config = config.replace(index_topk=index_topk)
     model = build_model(config, seed=seed)
     attention = "sparse" if prompt_len + completion_len - 1 > config.index_topk else "dense"
-    batch = build_batch(model, prompts, group, prompt_len, completion_len, seed, delta, attention=attention)
+    batch = build_batch(model, prompts, group, prompt_len, completion_len, seed, delta)
     tb = dsv32_train_batch(batch)
     inputs = trl_inputs(batch)
     with tempfile.TemporaryDirectory() as work:
@@ -265,10 +274,10 @@ def compare(
         for m in ours.values():
             m.train()
         # the losses on identical weights, before any update
-        loss_trl = float(trl_loss(trainer, inputs))
+        loss_trl = float(trl_loss(trainer, inputs).detach())
         first = dsv32_loss(model, tb, cfg, attention, keep=False)
-        loss_ours = float(first.loss)
-        loss_keep = float(dsv32_loss(ours["dsv32 +keep"], tb, cfg, attention, keep=True).loss)
+        loss_ours = float(first.loss.detach())
+        loss_keep = float(dsv32_loss(ours["dsv32 +keep"], tb, cfg, attention, keep=True).loss.detach())
         trl_opt = trainer.create_optimizer()
         settings = {k: trl_opt.defaults[k] for k in ("lr", "betas", "eps", "weight_decay", "fused")}
         opts = {name: torch.optim.AdamW(m.parameters(), **settings) for name, m in ours.items()}
@@ -297,6 +306,7 @@ def compare(
     return {
         "benchmark": "grpo_trl",
         "preset": "tiny",
+        "index_topk": config.index_topk,
         "batch": len(tb),
         "prompts": prompts,
         "group": group,
@@ -327,6 +337,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group", type=int, default=4, help="G completions per prompt")
     parser.add_argument("--prompt-len", type=int, default=24)
     parser.add_argument("--completion-len", type=int, default=40)
+    parser.add_argument(
+        "--index-topk",
+        default="64,16",
+        help="comma-separated DSA top-k values, one regime each (>= prompt+completion: exactly dense)",
+    )
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
@@ -334,7 +349,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dsv32.bench.common import format_table, save_figure, set_threads, write_json
+    from dsv32.bench.common import format_table, parse_lengths, save_figure, set_threads, write_json
 
     try:
         import trl  # noqa: F401
@@ -344,36 +359,59 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     if args.reps < 1:
         raise ValueError(f"--reps must be >= 1, got {args.reps}")
-    set_threads(args.threads)
-    res = compare(args.prompts, args.group, args.prompt_len, args.completion_len, args.reps, args.seed)
-    rows = [
-        ["TRL GRPOTrainer", res["trl_seconds"], 1.0, res["loss_trl"]],
-        ["dsv32", res["dsv32_seconds"], res["trl_over_dsv32"], res["loss_dsv32"]],
-        ["dsv32 +keep", res["dsv32_keep_seconds"], res["trl_over_dsv32_keep"], res["loss_dsv32_keep"]],
+    topks = parse_lengths(args.index_topk, "--index-topk")
+    threads = set_threads(args.threads)
+    results = [
+        compare(
+            args.prompts, args.group, args.prompt_len, args.completion_len, args.reps, args.seed, index_topk=k
+        )
+        for k in topks
     ]
+    first = results[0]
     print(
-        f"one GRPO step, tiny preset, B={res['batch']} (G={res['group']}), prompt {res['prompt_len']}, "
-        f"completion {res['completion_len']}, {res['attention']} attention, {res['threads']} threads"
+        f"one GRPO optimisation step, tiny preset, B={first['batch']} (G={first['group']}), "
+        f"prompt {first['prompt_len']} + completion {first['completion_len']} tokens, {threads} threads"
     )
-    print(format_table(["side", "step s (median)", "speed-up vs TRL", "loss at step 0"], rows))
-    print(f"loss |TRL - dsv32| on identical weights: {res['loss_abs_diff']:.2e}")
+    rows = []
+    for res in results:
+        regime = f"top-k {res['index_topk']} ({res['attention']})"
+        rows += [
+            [regime, "TRL GRPOTrainer", res["trl_seconds"], 1.0, res["loss_trl"]],
+            [regime, "dsv32", res["dsv32_seconds"], res["trl_over_dsv32"], res["loss_dsv32"]],
+            [regime, "dsv32 +keep", res["dsv32_keep_seconds"], res["trl_over_dsv32_keep"]]
+            + [res["loss_dsv32_keep"]],
+        ]
+    print(format_table(["DSA regime", "side", "step s (median)", "TRL s / side s", "loss at step 0"], rows))
+    for res in results:
+        diff = res["loss_abs_diff"]
+        print(f"top-k {res['index_topk']}: loss |TRL - dsv32| on identical weights {diff:.2e}")
+    summary = {
+        "benchmark": "grpo_trl",
+        "threads": threads,
+        "regimes": [{k: v for k, v in res.items() if k != "times"} for res in results],
+    }
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "grpo_trl.json", res)
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3))
-        ax.bar([r[0] for r in rows], [r[1] for r in rows], color=["#888", "#1f77b4", "#2ca02c"])
-        ax.set_ylabel("seconds per GRPO step (median)")
-        ax.tick_params(axis="x", labelsize=7)
-        save_figure(fig, out / "grpo_trl.png")
-        plt.close(fig)
-    print(json.dumps({k: v for k, v in res.items() if k != "times"}))
+        write_json(out / "grpo_trl.json", {**summary, "times": [res["times"] for res in results]})
+        _plot(rows, out / "grpo_trl.png", save_figure)
+    print(json.dumps(summary))
     return 0
+
+
+def _plot(rows: list[list], path: Path, save_figure) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    colors = {"TRL GRPOTrainer": "#888888", "dsv32": "#1f77b4", "dsv32 +keep": "#2ca02c"}
+    ax.bar([f"{r[1]}\n{r[0]}" for r in rows], [r[2] for r in rows], color=[colors[r[1]] for r in rows])
+    ax.set_ylabel("seconds per GRPO step (median)")
+    ax.tick_params(axis="x", labelsize=6)
+    save_figure(fig, path)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
