@@ -56,12 +56,17 @@ class StackedExperts:
         rank = torch.arange(n * k, device=x_ND.device) - starts[flat[order]]  # slot's place in its group
         width = int(counts.max())
         tokens = order // k
-        grouped = x_ND.new_zeros(self.w_down.shape[0], width, d)
-        grouped[flat[order], rank] = x_ND[tokens]
-        gate, up = torch.bmm(grouped, self.w_gate_up).chunk(2, dim=-1)
-        out_EWD = torch.bmm(F.silu(gate) * up, self.w_down)
+        active = (counts > 0).nonzero().flatten()  # only experts with slots are computed
+        group = torch.searchsorted(active, flat[order])  # each slot's row among the active experts
+        w_gate_up, w_down = self.w_gate_up, self.w_down
+        if len(active) < len(counts):
+            w_gate_up, w_down = w_gate_up[active], w_down[active]
+        grouped = x_ND.new_zeros(len(active), width, d)
+        grouped[group, rank] = x_ND[tokens]
+        gate, up = torch.bmm(grouped, w_gate_up).chunk(2, dim=-1)
+        out_AWD = torch.bmm(F.silu(gate) * up, w_down)
         weights = routing.weights.flatten()[order].to(x_ND.dtype)
-        y_ND = torch.zeros_like(x_ND).index_add_(0, tokens, out_EWD[flat[order], rank] * weights[:, None])
+        y_ND = torch.zeros_like(x_ND).index_add_(0, tokens, out_AWD[group, rank] * weights[:, None])
         if self.moe.shared_experts is not None:
             y_ND = y_ND + self.moe.shared_experts(x_ND)
         return y_ND.view(b, t, d), routing

@@ -5,7 +5,9 @@ Every number comes from the model's modules (`Attention.query/latent/absorb/outp
 `model(input_ids, attention=...)` computes; the full forward is the reference the tests hold it to.
 Per layer and step:
 1. q, the latent `c_kv | k_pe` and the indexer key of the NEW tokens; the latter two go into the cache.
-2. Sparse (DSA): the indexer scores the new queries against ALL cached indexer keys of the sequence
+2. Sparse (DSA), once a sequence in the step is longer than top-k (before, the selection is every
+   causal key and the step runs dense absorbed attention, which is the same set): the indexer
+   scores the new queries against ALL cached indexer keys of the sequence
    (dequantised) and keeps the causal top-k.
    - decode (one token per sequence): only the k selected latent rows are read from the cache and
      attended in absorbed (MQA) form;
@@ -116,6 +118,12 @@ class ModelRunner:
             c_all, pe_all = cache.read_latent(layer, ctx_rows_BS, dtype)
             if t > 1:
                 return attn.mha(q_nope, q_pe, c_all, pe_all, pos_BT)
+            o_lat, _ = attend_latent(attn.absorb(q_nope), q_pe, c_all, pe_all, pos_BT, attn.scale)
+            return attn.output_from_latent(o_lat)
+        if ctx_rows_BS.shape[1] <= attn.indexer.topk:
+            # Every sequence is within top-k: the selection is every causal key, i.e. dense
+            # attention in absorbed form (SPEC: sequences no longer than k are exactly dense).
+            c_all, pe_all = cache.read_latent(layer, ctx_rows_BS, dtype)
             o_lat, _ = attend_latent(attn.absorb(q_nope), q_pe, c_all, pe_all, pos_BT, attn.scale)
             return attn.output_from_latent(o_lat)
         keys_BSD = cache.read_index_keys(layer, ctx_rows_BS).to(k_index.dtype)
