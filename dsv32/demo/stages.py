@@ -198,12 +198,36 @@ def stage_serving(ctx: RunContext) -> dict:
     }
 
 
+def stage_env_synthesis(ctx: RunContext) -> dict:
+    from collections import Counter
+
+    from dsv32.envs.pipeline import load_candidates, synthesize_many
+    from dsv32.envs.stats import difficulty_rows
+
+    out = ctx.stage_dir("envs")
+    summary = synthesize_many(out, sizes(ctx)["envs_per_category"] * 10, seed=ctx.seed)
+    records = load_candidates(out)
+    per_category = Counter(r["category"] for r in records if r["kept"])
+    difficulty = difficulty_rows(records)
+    return {
+        "summary": summary,
+        "tasks_per_category": dict(per_category),
+        "difficulty": difficulty,
+        "headline": f"{summary['n_envs']} environments, {summary['n_tasks']} verified tasks; "
+        + "baseline pass rate "
+        + ", ".join(f"L{d['level']} {d['pass_rate']:.2f}" for d in difficulty),
+    }
+
+
 STAGES: list[Stage] = [
     Stage("tokenizer", "train a byte-level BPE with the DeepSeek-V3.2 special tokens", stage_tokenizer),
     Stage("pretrain", "dense pretraining on stdlib text + synthetic long-context tasks", stage_pretrain),
     Stage("dsa_warmup", "dense warm-up: only the indexers train, KL to the attention", stage_dsa_warmup),
     Stage("dsa_sparse", "sparse training: top-k attention, LM loss + detached indexer KL", stage_dsa_sparse),
     Stage("long_context_eval", "exact match, val loss and recall: dense vs sparse", stage_long_context_eval),
+    Stage(
+        "env_synthesis", "synthesize verifiable agent environments and gate their tasks", stage_env_synthesis
+    ),
     Stage("post_training", "cold-start SFT, then GRPO with the four V3.2 fixes", stage_post_training),
     Stage("agent_eval", "every context strategy on the search environment", stage_agent_eval),
     Stage("serving", "serve the final model and chat through the openai client", stage_serving),
