@@ -219,6 +219,34 @@ def stage_env_synthesis(ctx: RunContext) -> dict:
     }
 
 
+def stage_attention_cost(ctx: RunContext) -> dict:
+    """Per-token attention time at DeepSeek-V3.2's shape, dense vs DSA (the quick length set)."""
+    import argparse
+
+    from dsv32.bench import attention
+
+    out = ctx.stage_dir("attention_cost")
+    parser = argparse.ArgumentParser()
+    attention.add_arguments(parser)
+    attention.run(parser.parse_args(["--quick", "--out", str(out)]))
+    result = json.loads((out / "attention.json").read_text())
+    rows = [
+        {"phase": r["phase"], "context": r["length"], "ratio": r["ratio"],
+         "dense_ms": r["dense_s"] * 1e3, "dsa_ms": r["dsa_s"] * 1e3}
+        for r in result["rows"]
+    ]  # fmt: skip
+    longest = {
+        ph: max((r for r in rows if r["phase"] == ph), key=lambda r: r["context"])
+        for ph in ("decode", "prefill")
+    }
+    return {
+        "rows": rows,
+        "headline": ", ".join(
+            f"{ph} at {r['context']}: DSA {r['ratio']:.1f}x faster than dense" for ph, r in longest.items()
+        ),
+    }
+
+
 STAGES: list[Stage] = [
     Stage("tokenizer", "train a byte-level BPE with the DeepSeek-V3.2 special tokens", stage_tokenizer),
     Stage("pretrain", "dense pretraining on stdlib text + synthetic long-context tasks", stage_pretrain),
@@ -230,5 +258,8 @@ STAGES: list[Stage] = [
     ),
     Stage("post_training", "cold-start SFT, then GRPO with the four V3.2 fixes", stage_post_training),
     Stage("agent_eval", "every context strategy on the search environment", stage_agent_eval),
+    Stage(
+        "attention_cost", "per-token attention time, dense MLA vs DSA, official shape", stage_attention_cost
+    ),
     Stage("serving", "serve the final model and chat through the openai client", stage_serving),
 ]
