@@ -17,6 +17,10 @@ A `SequenceRecord` covers one request (all its segments):
 last) with `replay_routing`, then the keep mask and temperature per token. With the same weights it
 reproduces `logprobs` (tested). `training_arrays` gives the same data aligned to token positions, in
 the shapes `dsv32.rl.logprobs` uses (position t's log-probability comes from logits at t-1).
+
+A record made with `detailed=False` (what a server needs: the tokens, which were sampled, and their
+log-probabilities) skips the per-token routing and kept sets, the parts that cost memory; such a
+record cannot be replayed, and the methods that need those parts raise ValueError.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class SequenceRecord:
     temperatures: list[float] = field(default_factory=list)
     kept_ids: list[torch.Tensor | None] = field(default_factory=list)
     routing_chunks: list[torch.Tensor] = field(default_factory=list, repr=False)
+    detailed: bool = True  # False: routing and kept sets are not recorded (see module docstring)
 
     # ---- building (engine side) ---------------------------------------------------------------
     def add_sampled(self, token: int, logprob: float, temperature: float, kept: torch.Tensor | None) -> None:
@@ -45,7 +50,7 @@ class SequenceRecord:
         self.sampled.append(True)
         self.logprobs.append(float(logprob))
         self.temperatures.append(float(temperature))
-        self.kept_ids.append(kept)
+        self.kept_ids.append(kept if self.detailed else None)
 
     def add_forced(self, tokens: list[int]) -> None:
         for tok in tokens:
@@ -56,7 +61,7 @@ class SequenceRecord:
             self.kept_ids.append(None)
 
     def add_routing(self, routing_TLK: torch.Tensor | None) -> None:
-        if routing_TLK is not None:
+        if routing_TLK is not None and self.detailed:
             self.routing_chunks.append(routing_TLK.to(torch.int16).cpu())
 
     # ---- reading (RL side) -----------------------------------------------------------------
@@ -77,6 +82,7 @@ class SequenceRecord:
         """{moe layer: expert ids [1, length, k] (int64)} for a forward over the first `length` tokens
         (default: every fed token). Positions past the fed ones (the last token, which predicts
         nothing) get experts 0..k-1: they only change logits at those positions."""
+        self._need_details("replay_routing")
         routing = self.routing
         if routing is None:
             return {}
@@ -93,6 +99,7 @@ class SequenceRecord:
         completion tokens), old_logprobs [T] (0 elsewhere), temperatures [T], kept_ids (list of T
         entries: tensor or None, for `dsv32.rl.logprobs.dense_keep_mask`) and replay_routing
         {layer: [1, T, k]} for a forward over all T tokens."""
+        self._need_details("training_arrays")
         p, n = len(self.prompt_ids), len(self.token_ids)
         t = p + n
         action = torch.zeros(t, dtype=torch.bool)
@@ -110,6 +117,11 @@ class SequenceRecord:
             "replay_routing": self.replay_routing(t),
         }
 
+    def _need_details(self, what: str) -> None:
+        if not self.detailed:
+            raise ValueError(f"{what} needs a detailed record (routing and kept sets); this request was "
+                             "submitted with record=False")  # fmt: skip
+
     # ---- persistence -----------------------------------------------------------------------
     def to_dict(self) -> dict:
         """JSON-serialisable form (lists of ints/floats)."""
@@ -123,6 +135,7 @@ class SequenceRecord:
             "temperatures": list(self.temperatures),
             "kept_ids": [None if k is None else k.tolist() for k in self.kept_ids],
             "routing": None if routing is None else routing.tolist(),
+            "detailed": self.detailed,
         }
 
     @classmethod
@@ -137,6 +150,7 @@ class SequenceRecord:
                 [float(x) for x in data["logprobs"]],
                 [float(x) for x in data["temperatures"]],
                 kept,
+                detailed=bool(data.get("detailed", True)),
             )
         except (KeyError, TypeError) as err:
             raise ValueError(f"not a sequence record: missing or malformed field ({err})") from None
@@ -159,6 +173,7 @@ def recompute_logprobs(
     `log_softmax(logits.masked_fill(~keep_i, -inf) / T_i)[token_i]` (T_i = 1 for greedy and forced
     tokens). Compare the sampled entries with `record.logprobs`.
     """
+    record._need_details("recompute_logprobs")
     ids = record.all_ids
     p, n = len(record.prompt_ids), len(record.token_ids)
     if n == 0:

@@ -39,6 +39,7 @@ from dsv32.model.transformer import DeepseekV32ForCausalLM
 class StepResult:
     logits: torch.Tensor  # [B, V] at each sequence's last new position (fp32)
     routing: torch.Tensor | None  # [B, T, n_moe_layers, k] int16 expert ids of the new tokens, or None
+    # (None also when the caller did not ask for routing)
 
 
 class ModelRunner:
@@ -57,24 +58,26 @@ class ModelRunner:
         self.experts = {b.layer: StackedExperts(b.mlp) for b in model.model.layers if isinstance(b.mlp, MoE)}
 
     @torch.no_grad()
-    def prefill(self, seq_id: object, token_ids: list[int], start: int) -> StepResult:
+    def prefill(self, seq_id: object, token_ids: list[int], start: int, routing: bool = True) -> StepResult:
         """Feed tokens at positions start.. of one sequence in chunks; logits after the last one."""
         if not token_ids:
             raise ValueError("prefill needs at least one token")
-        routing, result = [], None
+        want_routing, chunks, result = routing, [], None
         for c0 in range(0, len(token_ids), self.prefill_chunk):
             chunk = token_ids[c0 : c0 + self.prefill_chunk]
-            result = self._forward([seq_id], torch.tensor([chunk]), [start + c0])
+            result = self._forward([seq_id], torch.tensor([chunk]), [start + c0], want_routing)
             if result.routing is not None:
-                routing.append(result.routing)
-        return StepResult(result.logits, torch.cat(routing, dim=1) if routing else None)
+                chunks.append(result.routing)
+        return StepResult(result.logits, torch.cat(chunks, dim=1) if chunks else None)
 
     @torch.no_grad()
-    def decode(self, seq_ids: list[object], token_ids: list[int], positions: list[int]) -> StepResult:
+    def decode(self, seq_ids: list[object], token_ids: list[int], positions: list[int],
+               routing: bool = True) -> StepResult:  # fmt: skip
         """One new token for each sequence (batched); token i sits at positions[i]."""
-        return self._forward(seq_ids, torch.tensor(token_ids)[:, None], positions)
+        return self._forward(seq_ids, torch.tensor(token_ids)[:, None], positions, routing)
 
-    def _forward(self, seq_ids: list[object], ids_BT: torch.Tensor, starts: list[int]) -> StepResult:
+    def _forward(self, seq_ids: list[object], ids_BT: torch.Tensor, starts: list[int],
+                 want_routing: bool = True) -> StepResult:  # fmt: skip
         cache, config, device = self.cache, self.config, self.model.device
         b, t = ids_BT.shape
         ends = [s + t for s in starts]
@@ -98,7 +101,8 @@ class ModelRunner:
             mlp_in = block.post_attention_layernorm(h)
             if isinstance(block.mlp, MoE):
                 mlp_out, r = self.experts[block.layer](mlp_in)
-                routing.append(r.expert_ids.view(b, t, -1).to(torch.int16))
+                if want_routing:
+                    routing.append(r.expert_ids.view(b, t, -1).to(torch.int16))
             else:
                 mlp_out = block.mlp(mlp_in)
             h = h + mlp_out

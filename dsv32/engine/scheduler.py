@@ -4,7 +4,7 @@ Thread-safe API (what a server builds on; all methods may be called from any thr
 
     engine = Engine(model, max_batch=16, n_pages=..., tokenizer=tok)   # tokenizer: optional
     engine.start()                       # optional: run steps in a background thread
-    handle = engine.submit(prompt_ids, SamplingParams(...), keep_open=False)
+    handle = engine.submit(prompt_ids, SamplingParams(...), keep_open=False, record=None)
     for event in handle.stream(): ...    # TokenEvent per token, the last one has finish_reason
     async for event in handle.astream(): ...   # the same from asyncio (needs engine.start())
     handle.cancel()                      # frees the cache pages before it returns
@@ -22,7 +22,16 @@ one request with more than one unfed token (new prompts, forced insertions); dec
 every other running request in one batch; sample each request whose last fed token produced
 logits; emit events; finish or pause requests. A keep_open request pauses at the end of a segment
 and keeps its cache for `extend`. Every fed token's MoE routing and every completion token's
-sampling data go into the request's `SequenceRecord` (`engine.records`).
+sampling data go into the request's `SequenceRecord` (`handle.record`).
+
+Lifetime: the engine holds a request only while it is waiting, running or paused. A finished request
+(length, stop, cancel, error, or `close()` of a keep_open one) is dropped from the engine and its pages
+are freed in the same step, so a long-running server holds no per-request state beyond its live
+requests (`request_ids()`); the record lives on only in the caller's handle and completion. A paused
+keep_open request is held until `close()` (or `cancel()`). `record=False` (or `Engine(records=False)`
+as the default for every request) keeps only tokens and log-probabilities, not the per-token MoE
+routing and kept vocabulary sets that RL replay needs, and a step in which no request wants routing
+does not collect it.
 """
 
 from __future__ import annotations
@@ -71,10 +80,12 @@ class Engine:
         prefill_chunk: int = 512,
         tokenizer=None,
         seed: int = 0,
+        records: bool = True,
     ):
         config = model.config
         self.model, self.config, self.tokenizer = model.eval(), config, tokenizer
         self.max_batch = max_batch
+        self.records = records  # default of submit(record=None)
         self.max_seq_len = min(max_seq_len or config.max_position_embeddings, config.max_position_embeddings)
         if n_pages is None:
             n_pages = max_batch * -(-self.max_seq_len // page_size)
@@ -91,7 +102,9 @@ class Engine:
 
     # ---- submission -------------------------------------------------------------------------
     def submit(self, prompt_ids: list[int], params: SamplingParams | None = None, *, keep_open: bool = False,
-               request_id: str | None = None) -> RequestHandle:  # fmt: skip
+               request_id: str | None = None, record: bool | None = None) -> RequestHandle:  # fmt: skip
+        """Queue a request. `record`: keep the RL details (routing, kept sets) in its record; None
+        takes the engine's `records` default."""
         params = (params or SamplingParams()).validate(self.config.vocab_size)
         prompt_ids = [int(t) for t in prompt_ids]
         if not prompt_ids:
@@ -111,7 +124,8 @@ class Engine:
             if rid in self._requests:
                 raise ValueError(f"request id {rid!r} is already in use")
             seed = params.seed if params.seed is not None else self._rng.randrange(2**62)
-            record = SequenceRecord(list(prompt_ids), self.config.moe_layers)
+            detailed = self.records if record is None else bool(record)
+            record = SequenceRecord(list(prompt_ids), self.config.moe_layers, detailed=detailed)
             generator = torch.Generator().manual_seed(seed)
             req = _Request(rid, params, list(prompt_ids), record, keep_open, generator)
             req.segment_start = len(prompt_ids)
@@ -200,6 +214,11 @@ class Engine:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def request_ids(self) -> list[str]:
+        """Ids of the requests the engine holds (waiting, running or paused), in admission order."""
+        with self._lock:
+            return list(self._order)
+
     def has_work(self) -> bool:
         with self._lock:
             return any(r.state in (WAITING, RUNNING) for r in self._requests.values())
@@ -214,7 +233,7 @@ class Engine:
             fed, ready = 0, []
             if prefill is not None:
                 chunk = prefill.tokens[prefill.n_fed : prefill.n_fed + self.runner.prefill_chunk]
-                out = self.runner.prefill(prefill.id, chunk, prefill.n_fed)
+                out = self.runner.prefill(prefill.id, chunk, prefill.n_fed, routing=prefill.record.detailed)
                 prefill.n_fed += len(chunk)
                 prefill.record.add_routing(None if out.routing is None else out.routing[0])
                 fed += len(chunk)
@@ -222,7 +241,8 @@ class Engine:
                     ready.append((prefill, out.logits[0]))
             if decode:
                 out = self.runner.decode([r.id for r in decode], [r.tokens[-1] for r in decode],
-                                         [r.n_fed for r in decode])  # fmt: skip
+                                         [r.n_fed for r in decode],
+                                         routing=any(r.record.detailed for r in decode))  # fmt: skip
                 for i, r in enumerate(decode):
                     r.n_fed += 1
                     r.record.add_routing(None if out.routing is None else out.routing[i])
