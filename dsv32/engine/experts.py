@@ -4,8 +4,10 @@ The model's `MoE.forward` loops over experts (one small matmul triple each), whi
 with a few tokens per expert, costs more in per-call overhead than in arithmetic. Here the gate is
 the model's own (`MoE.gate`, same routing), the routed experts' weights are stacked once into
 [E, D, 2I] (gate|up) and [E, I, D] (down), the token slots are grouped per expert and padded to the
-largest group, and the SwiGLU runs as `bmm` over experts. Only chosen experts are computed, so the
-result equals `MoE.forward` up to float summation order (tested).
+largest group, and the SwiGLU runs as `bmm` over experts: over all experts (unused ones see only
+zero rows; no weight copy) unless at most a quarter are in use, then over a copy of theirs. With at
+most SLOT_LOOP_MAX token slots (single-sequence decode) each slot is two matmuls on views of the
+stacks. The result equals `MoE.forward` up to float summation order (tested).
 The stacks are rebuilt when any expert weight changes (in-place updates bump a tensor's version;
 replaced tensors change its data pointer), so an engine sharing a model with a trainer stays exact.
 """
@@ -16,6 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from dsv32.model.moe import MoE, Routing
+
+SLOT_LOOP_MAX = 4  # token slots up to which a plain loop of matmuls beats grouping
 
 
 class StackedExperts:
@@ -49,24 +53,49 @@ class StackedExperts:
         x_ND = x_BTD.reshape(b * t, d)
         routing = self.moe.gate(x_ND)
         n, k = routing.expert_ids.shape
+        if n * k <= SLOT_LOOP_MAX:
+            y_ND = self._slot_loop(x_ND, routing)
+        else:
+            y_ND = self._grouped(x_ND, routing)
+        if self.moe.shared_experts is not None:
+            y_ND = y_ND + self.moe.shared_experts(x_ND)
+        return y_ND.view(b, t, d), routing
+
+    def _slot_loop(self, x_ND: torch.Tensor, routing: Routing) -> torch.Tensor:
+        # A handful of slots (single-sequence decode): one matmul pair per slot on views of the stacks.
+        weights = routing.weights.to(x_ND.dtype)
+        rows = []
+        for i, ids in enumerate(routing.expert_ids.tolist()):
+            x_1D = x_ND[i : i + 1]
+            acc = None
+            for j, e in enumerate(ids):
+                gate, up = torch.mm(x_1D, self.w_gate_up[e]).chunk(2, dim=-1)
+                out = torch.mm(F.silu(gate) * up, self.w_down[e]) * weights[i, j]
+                acc = out if acc is None else acc + out
+            rows.append(acc)
+        return torch.cat(rows) if len(rows) > 1 else rows[0]
+
+    def _grouped(self, x_ND: torch.Tensor, routing: Routing) -> torch.Tensor:
+        n, k = routing.expert_ids.shape
+        d = x_ND.shape[1]
+        n_experts = self.w_down.shape[0]
         flat = routing.expert_ids.flatten()
         order = flat.argsort(stable=True)
-        counts = torch.bincount(flat, minlength=self.w_down.shape[0])
+        counts = torch.bincount(flat, minlength=n_experts)
         starts = torch.cumsum(counts, 0) - counts
         rank = torch.arange(n * k, device=x_ND.device) - starts[flat[order]]  # slot's place in its group
         width = int(counts.max())
         tokens = order // k
-        active = (counts > 0).nonzero().flatten()  # only experts with slots are computed
-        group = torch.searchsorted(active, flat[order])  # each slot's row among the active experts
         w_gate_up, w_down = self.w_gate_up, self.w_down
-        if len(active) < len(counts):
+        group = flat[order]
+        active = (counts > 0).nonzero().flatten()
+        if len(active) <= n_experts // 4:
+            # Few experts in use: copying their weights out costs less than multiplying them all.
+            group = torch.searchsorted(active, group)  # each slot's row among the active experts
             w_gate_up, w_down = w_gate_up[active], w_down[active]
-        grouped = x_ND.new_zeros(len(active), width, d)
+        grouped = x_ND.new_zeros(w_down.shape[0], width, d)
         grouped[group, rank] = x_ND[tokens]
         gate, up = torch.bmm(grouped, w_gate_up).chunk(2, dim=-1)
         out_AWD = torch.bmm(F.silu(gate) * up, w_down)
         weights = routing.weights.flatten()[order].to(x_ND.dtype)
-        y_ND = torch.zeros_like(x_ND).index_add_(0, tokens, out_AWD[group, rank] * weights[:, None])
-        if self.moe.shared_experts is not None:
-            y_ND = y_ND + self.moe.shared_experts(x_ND)
-        return y_ND.view(b, t, d), routing
+        return torch.zeros_like(x_ND).index_add_(0, tokens, out_AWD[group, rank] * weights[:, None])

@@ -21,3 +21,21 @@ def test_stacked_experts_equal_the_moe_loop_and_follow_weight_updates(tiny_model
             moe.experts[0].down_proj.weight.copy_(saved)
     assert not torch.allclose(ref2, ref)
     assert torch.allclose(got2, ref2, atol=1e-6)
+
+
+def test_every_expert_path_equals_the_moe_loop(tiny_model, monkeypatch):
+    moe = next(b.mlp for b in tiny_model.model.layers if hasattr(b.mlp, "gate"))
+    stacked = StackedExperts(moe)
+    g = torch.Generator().manual_seed(1)
+    # 1 token (slot loop), 2 tokens x k=2 (slot loop's bound), 3 and 40 tokens (grouped paths).
+    for n in (1, 2, 3, 40):
+        x = torch.randn(1, n, tiny_model.config.hidden_size, generator=g)
+        with torch.no_grad():
+            ref, _ = moe(x)
+            got, _ = stacked(x)
+        assert torch.allclose(got, ref, atol=1e-6), n
+    # One token without the slot loop: 2 of 8 experts in use, the grouped path over copied weights.
+    monkeypatch.setattr("dsv32.engine.experts.SLOT_LOOP_MAX", 0)
+    x = torch.randn(1, 1, tiny_model.config.hidden_size, generator=g)
+    with torch.no_grad():
+        assert torch.allclose(stacked(x)[0], moe(x)[0], atol=1e-6)
