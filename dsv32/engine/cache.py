@@ -95,6 +95,7 @@ class PagedCache:
         )
         self._free: list[int] = list(range(n_pages - 1, -1, -1))  # pop() hands out page 0 first
         self._tables: dict[object, list[int]] = {}
+        self._row_cache: dict[object, torch.Tensor] = {}  # seq id -> rows of every reserved position
 
     # ---- accounting -------------------------------------------------------------------------
     def bytes_per_token(self) -> int:
@@ -133,9 +134,12 @@ class PagedCache:
             )
         for _ in range(max(0, need)):
             table.append(self._free.pop())
+        if need > 0:
+            self._row_cache.pop(seq_id, None)
 
     def free(self, seq_id: object) -> None:
         """Return all pages of `seq_id` to the pool (no-op for an unknown id)."""
+        self._row_cache.pop(seq_id, None)
         for page in reversed(self._tables.pop(seq_id, [])):
             self._free.append(page)
 
@@ -148,6 +152,15 @@ class PagedCache:
         pos = torch.arange(start, end, device=self.device)
         table = torch.tensor(self._tables[seq_id], dtype=torch.long, device=self.device)
         return table[pos // self.page_size] * self.page_size + pos % self.page_size
+
+    def seq_rows(self, seq_id: object, end: int) -> torch.Tensor:
+        """`rows(seq_id, 0, end)` from a per-sequence table kept until its pages change."""
+        rows = self._row_cache.get(seq_id)
+        if rows is None:
+            rows = self._row_cache[seq_id] = self.rows(seq_id, 0, self.capacity(seq_id))
+        if end > rows.shape[0]:
+            raise IndexError(f"positions up to {end} exceed the {rows.shape[0]} reserved for {seq_id!r}")
+        return rows[:end]
 
     # ---- writes and reads --------------------------------------------------------------------
     def write(self, layer: int, rows_N: torch.Tensor, c_kv_NC: torch.Tensor, k_pe_NR: torch.Tensor,

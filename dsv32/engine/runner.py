@@ -18,6 +18,13 @@ Per layer and step:
 4. MLP or MoE (the model's gate; routed experts batched by `engine.experts.StackedExperts`); the
    MoE layers' chosen expert ids are returned for the records ("keep routing").
 Only the last position's logits are computed (that is all sampling needs).
+
+Decode has its own loop (`_decode`) built for per-op overhead, which dominates at one token per
+sequence: fused input projections, a rope table, `F.rms_norm`, the absorbed attention as three
+batched matmuls over the rows read from the cache (dense, or the k selected rows), masks and
+row indices built once per step for all layers, and inference mode. It computes the same thing as
+the generic loop (`_forward`, used for prefill) up to float rounding; the tests hold both to the
+full forward.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from dsv32.engine.cache import PagedCache
 from dsv32.engine.experts import StackedExperts
+from dsv32.engine.fused import FusedInput, RopeTable, rms_norm, rope_interleaved
 from dsv32.model.indexer import select_topk
 from dsv32.model.mla import attend_latent
 from dsv32.model.moe import MoE
@@ -56,8 +65,10 @@ class ModelRunner:
         self.moe_layers = self.config.moe_layers
         self.dtype = model.lm_head.weight.dtype
         self.experts = {b.layer: StackedExperts(b.mlp) for b in model.model.layers if isinstance(b.mlp, MoE)}
+        self.fused = {b.layer: FusedInput(b.self_attn) for b in model.model.layers}
+        self.rope = RopeTable(self.config, self.config.max_position_embeddings, model.device)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def prefill(self, seq_id: object, token_ids: list[int], start: int, routing: bool = True) -> StepResult:
         """Feed tokens at positions start.. of one sequence in chunks; logits after the last one."""
         if not token_ids:
@@ -70,11 +81,80 @@ class ModelRunner:
                 chunks.append(result.routing)
         return StepResult(result.logits, torch.cat(chunks, dim=1) if chunks else None)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def decode(self, seq_ids: list[object], token_ids: list[int], positions: list[int],
                routing: bool = True) -> StepResult:  # fmt: skip
         """One new token for each sequence (batched); token i sits at positions[i]."""
-        return self._forward(seq_ids, torch.tensor(token_ids)[:, None], positions, routing)
+        return self._decode(seq_ids, token_ids, positions, routing)
+
+    def _decode(self, seq_ids, token_ids, positions, want_routing) -> StepResult:
+        cache, device, model = self.cache, self.model.device, self.model
+        b = len(seq_ids)
+        rows = [cache.seq_rows(sid, p + 1) for sid, p in zip(seq_ids, positions)]
+        # Context rows padded with row 0 (hidden by the mask: beyond each sequence's position).
+        ctx_rows_BS = rows[0][None] if b == 1 else torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        pos_BT = torch.tensor(positions, device=device)[:, None]
+        new_rows_B = ctx_rows_BS.gather(1, pos_BT)[:, 0]
+        hidden_BS = torch.arange(ctx_rows_BS.shape[1], device=device) > pos_BT
+        cos, sin, rot = self.rope.lookup(pos_BT)
+        h = model.model.embed_tokens(torch.tensor(token_ids, device=device)[:, None])
+        routing = []
+        for block in model.model.layers:
+            x = rms_norm(h, block.input_layernorm)
+            h = h + self._decode_attention(
+                block.layer, block.self_attn, x, cos, sin, rot, pos_BT, ctx_rows_BS, new_rows_B, hidden_BS
+            )
+            mlp_in = rms_norm(h, block.post_attention_layernorm)
+            if isinstance(block.mlp, MoE):
+                mlp_out, r = self.experts[block.layer](mlp_in)
+                if want_routing:
+                    routing.append(r.expert_ids.view(b, 1, -1).to(torch.int16))
+            else:
+                mlp_out = block.mlp(mlp_in)
+            h = h + mlp_out
+        logits = model.lm_head(rms_norm(h[:, -1], model.model.norm)).float()
+        return StepResult(logits, torch.stack(routing, dim=2) if routing else None)
+
+    def _decode_attention(self, layer, attn, x, cos, sin, rot, pos_BT, ctx_rows_BS, new_rows_B, hidden_BS):
+        cache, dtype, idx = self.cache, x.dtype, attn.indexer
+        b, h, dn, dr, c = x.shape[0], attn.n_heads, attn.dn, attn.dr, attn.kv_rank
+        q_a, kv_a, k_raw, *w_raw = self.fused[layer](x)
+        qr = rms_norm(q_a, attn.q_a_layernorm)
+        q_nope, q_pe = attn.q_b_proj(qr).view(b, 1, h, dn + dr).split([dn, dr], -1)
+        q_pe = rope_interleaved(q_pe, rot)
+        c_kv, k_pe = kv_a.split([c, dr], -1)
+        c_kv, k_pe = rms_norm(c_kv, attn.kv_a_layernorm), rope_interleaved(k_pe[:, :, None], rot)
+        k_index = idx._rope_and_quantize(idx.k_norm(k_raw)[:, :, None], cos, sin)
+        cache.write(layer, new_rows_B, c_kv[:, 0], k_pe[:, 0, 0], k_index[:, 0, 0])
+        if self.attention == "sparse" and ctx_rows_BS.shape[1] > idx.topk:
+            keys_BSD = cache.read_index_keys(layer, ctx_rows_BS).to(k_index.dtype)
+            q_index, w_index = self._index_queries(idx, x, qr, w_raw, cos, sin)
+            sel_BTK, _ = select_topk(q_index, w_index, keys_BSD, pos_BT, idx.topk)
+            sel_BK = sel_BTK[:, 0]
+            rows_BK, hidden_BK = ctx_rows_BS.gather(1, sel_BK.clamp(min=0)), sel_BK < 0
+        else:  # dense, or every sequence within top-k (the selection is then every causal key)
+            rows_BK, hidden_BK = ctx_rows_BS, hidden_BS
+        kv_BKL = cache.latent[layer][rows_BK]
+        if kv_BKL.dtype != dtype:
+            kv_BKL = kv_BKL.to(dtype)
+        w_uk, w_uv = attn._kv_b()  # [H, dn, C], [H, dv, C]
+        q_abs_HBC = torch.bmm(q_nope.view(b, h, dn).transpose(0, 1), w_uk)
+        q_BHL = torch.cat((q_abs_HBC.transpose(0, 1), q_pe.view(b, h, dr)), dim=-1)
+        scores_BHK = torch.bmm(q_BHL, kv_BKL.transpose(1, 2)).float().mul_(attn.scale)
+        probs_BHK = torch.softmax(scores_BHK.masked_fill_(hidden_BK[:, None], float("-inf")), dim=-1)
+        o_lat_BHC = torch.bmm(probs_BHK.to(dtype), kv_BKL[..., :c])
+        o_HBV = torch.bmm(o_lat_BHC.transpose(0, 1), w_uv.transpose(1, 2))
+        return attn.o_proj(o_HBV.transpose(0, 1).reshape(b, 1, -1))
+
+    @staticmethod
+    def _index_queries(idx, x, qr, w_raw, cos, sin):
+        b = x.shape[0]
+        q_BTHD = idx._rope_and_quantize(idx.wq_b(qr).view(b, 1, idx.n_heads, idx.head_dim), cos, sin)
+        if w_raw:  # fp32 model: weights_proj ran inside the fused matmul
+            w_BTH = w_raw[0]
+        else:
+            w_BTH = F.linear(x.float(), idx.weights_proj.weight.float())
+        return q_BTHD, w_BTH * (idx.n_heads * idx.head_dim) ** -0.5
 
     def _forward(self, seq_ids: list[object], ids_BT: torch.Tensor, starts: list[int],
                  want_routing: bool = True) -> StepResult:  # fmt: skip
