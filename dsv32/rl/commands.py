@@ -1,4 +1,4 @@
-"""`dsv32 train sft`, `dsv32 train grpo` and `dsv32 train post-recipe` (verbs added to the train
+"""`dsv32 train sft`, `grpo`, `post-recipe` and `post-ablations` (verbs added to the train
 group by `register_verbs(subparsers)`)."""
 
 from __future__ import annotations
@@ -67,6 +67,19 @@ def _recipe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablations(args: argparse.Namespace) -> int:
+    from dsv32.rl.ablations import RUNS, make_sft_checkpoint, run_ablations
+
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else list(RUNS)
+    out = Path(args.out)
+    sft = Path(args.sft) if args.sft else make_sft_checkpoint(out / "sft", args.size, args.seed)
+    summary = run_ablations(sft, out, args.size, args.steps, runs, args.seed)
+    rows = {name: {"accuracy": r["accuracy"], "output_length": r["output_length"], **r["final"]}
+            for name, r in summary["runs"].items()}  # fmt: skip
+    print(json.dumps(rows))
+    return 0
+
+
 def register_verbs(sub) -> None:
     p = sub.add_parser("sft", help="cold-start SFT on conversations (loss on assistant tokens only)")
     p.add_argument("--init", required=True, help="checkpoint directory with tokenizer.json")
@@ -100,6 +113,18 @@ def register_verbs(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_recipe)
+    p = sub.add_parser(
+        "post-ablations", help="GRPO presets and ablations from one SFT checkpoint, with curves"
+    )
+    p.add_argument("--sft", help="SFT checkpoint with tokenizer.json (default: run the cold-start SFT first)")
+    p.add_argument("--size", default="tiny", choices=("tiny", "small"))
+    p.add_argument("--steps", type=int, help="GRPO steps per run (default: the size's)")
+    p.add_argument(
+        "--runs", help="comma-separated subset of v3.2,speciale,no-unbiased-kl,no-opsm,no-keep-mask"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_ablations)
 
 
 def register(parser: argparse.ArgumentParser) -> None:
