@@ -4,7 +4,9 @@ updates per rollout batch with the clipped, masked, KL-regularised objective of 
 One step:
 1. Choose `prompts_per_step` tasks (a seeded mix of reasoning tasks and tool episodes); rank r of W
    takes groups j with j % W == r. Each group's G outputs are sampled from the current policy
-   (pi_old) with a generator seeded by (seed, step, j), so rollouts do not depend on W.
+   (pi_old) with a generator seeded by (seed, step, j), so rollouts do not depend on W. With
+   `rollout_backend="engine"` (default) all of a rank's groups decode as one batch in
+   `dsv32.engine` (fp32 exact cache); "reference" runs the KV-cache-free `dsv32.rl.sampler`.
 2. Rewards (`dsv32.rl.rewards`) and group advantages (`dsv32.rl.advantages`).
 3. Reference log-probs from the frozen reference model, scored with the same routing replay and
    keep mask as the policy (when those fixes are on).
@@ -37,7 +39,7 @@ from dsv32.rl.advantages import group_advantages
 from dsv32.rl.loss import GRPOConfig, grpo_loss, loss_metrics, merge_metric_sums
 from dsv32.rl.policy import expert_load, make_batch, policy_logprobs
 from dsv32.rl.rewards import RewardConfig
-from dsv32.rl.rollout import Trajectory, rollout_episodes, rollout_reasoning
+from dsv32.rl.rollout import BACKENDS, RolloutJob, Trajectory, episode_jobs, reasoning_jobs, run_groups
 from dsv32.rl.sampler import SamplingParams
 from dsv32.rl.sft import pad_id_of
 from dsv32.rl.tasks import generate_tasks
@@ -78,6 +80,7 @@ class GRPORunConfig:
     calc_levels: tuple = (1, 2, 3)
     thinking: bool = True
     attention: str = "dense"
+    rollout_backend: str = "engine"  # "engine" | "reference" (see dsv32.rl.rollout)
     scale_adv_by_std: bool = True
     seed: int = 0
     loss: GRPOConfig = field(default_factory=GRPOConfig)
@@ -91,6 +94,8 @@ class GRPORunConfig:
         for name in ("steps", "prompts_per_step", "group_size", "mu", "micro_batch", "max_new_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"GRPO {name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.rollout_backend not in BACKENDS:
+            raise ValueError(f"rollout_backend must be one of {BACKENDS}, got {self.rollout_backend!r}")
         if set(self.task_mix) - set(TASK_KINDS) or sum(self.task_mix.values()) <= 0:
             raise ValueError(f"task_mix must weight {TASK_KINDS}, got {self.task_mix}")
         self.difficulties, self.calc_levels = tuple(self.difficulties), tuple(self.calc_levels)
@@ -122,26 +127,12 @@ def plan_step(cfg: GRPORunConfig, step: int, reasoning_pool, calc_pool) -> list[
     return plan
 
 
-def rollout_group(model, tokenizer, cfg: GRPORunConfig, kind: str, task, gen) -> list[Trajectory]:
-    params = cfg.sampling
+def group_jobs(tokenizer, cfg: GRPORunConfig, kind: str, task) -> list[RolloutJob]:
+    """The G rollout jobs of one group."""
     if kind == "reasoning":
-        return rollout_reasoning(
-            model, tokenizer, [task], cfg.group_size, params, cfg.reward, gen, cfg.thinking, cfg.attention
-        )
-    return rollout_episodes(
-        model,
-        tokenizer,
-        lambda: CalcEpisode(task),
-        task.expression,
-        "calc",
-        cfg.group_size,
-        params,
-        cfg.reward,
-        gen,
-        cfg.thinking,
-        cfg.max_turns,
-        attention=cfg.attention,
-    )
+        return reasoning_jobs(tokenizer, task, cfg.group_size, cfg.reward, cfg.thinking)
+    return episode_jobs(tokenizer, lambda: CalcEpisode(task), task.expression, "calc", cfg.group_size,
+                        cfg.reward, cfg.thinking, cfg.max_turns)  # fmt: skip
 
 
 def _kind_means(trajs: list[Trajectory], ctx: DistContext) -> dict[str, float]:
@@ -181,14 +172,18 @@ def grpo_step(
     start = time.perf_counter()
     plan = plan_step(cfg, step, *pools)
     model.eval()
-    trajs: list[Trajectory] = []
-    for j, (kind, task) in enumerate(plan):
-        if j % ctx.world_size != ctx.rank:
-            continue
-        gen = torch.Generator().manual_seed(_seed(cfg.seed, "rollout", step, j))
-        for tr in rollout_group(model, tokenizer, cfg, kind, task, gen):
-            tr.group, tr.kind = j, kind
-            trajs.append(tr)
+    mine = [(j, kind, task) for j, (kind, task) in enumerate(plan) if j % ctx.world_size == ctx.rank]
+    groups = [
+        (
+            group_jobs(tokenizer, cfg, kind, task),
+            torch.Generator().manual_seed(_seed(cfg.seed, "rollout", step, j)),
+        )
+        for j, kind, task in mine
+    ]
+    trajs: list[Trajectory] = run_groups(model, groups, cfg.sampling, cfg.attention, cfg.rollout_backend)
+    labels = [(j, kind) for (j, kind, _), (jobs, _) in zip(mine, groups) for _ in jobs]
+    for tr, (j, kind) in zip(trajs, labels):
+        tr.group, tr.kind = j, kind
     rollout_s = time.perf_counter() - start
     adv = group_advantages([t.reward.total for t in trajs], [t.group for t in trajs], cfg.scale_adv_by_std)
     k = model.config.num_experts_per_tok

@@ -5,16 +5,30 @@ turn, and forced text in between), an action mask (1 on tokens the policy sample
 FORCED tokens: tool results and the generation prompt after them are context, not actions), the
 sampler's log-prob and kept-id set at each action, and the MoE routing at every processed position.
 
-- Single-turn (`rollout_reasoning`): the prompt is the encoded system + user message; the
-  completion is sampled to EOS or the token limit and scored by the task's verifier.
-- Multi-turn (`rollout_episodes`): an episode (reset/step/grade: `dsv32.envs.episode.Episode` or
+A rollout job decides what happens between turns; a driver samples the turns:
+- `ReasoningJob` (single turn): the prompt is the encoded system + user message; the completion is
+  sampled to EOS or the token limit and scored by the task's verifier.
+- `EpisodeJob` (multi-turn): an episode (reset/step/grade: `dsv32.envs.episode.Episode` or
   `dsv32.rl.tool_tasks.CalcEpisode`) supplies system, tools and user. Each assistant turn is
   sampled; its tool calls (parsed with the tools' schemas) run in the episode, and the tool results
-  are encoded with `encode_continuation` and appended as forced tokens (their routing is recorded
-  from the forward that processes them, as an engine's prefill would). A turn without tool calls,
+  are encoded with `encode_continuation` and appended as forced tokens. A turn without tool calls,
   a malformed turn, the turn limit or the context limit ends the episode; its final content is graded.
+- `run_groups(model, [(jobs, generator), ...], params, backend=...)` runs groups of jobs:
+  - "engine" (the fast path): every job of every group is one keep_open request of ONE
+    `dsv32.engine.Engine` (fp32 exact cache, so records replay to r == 1), decoded as a batch; a
+    request's seed is drawn from its group's generator, so a group's outputs depend only on that
+    generator, not on the other groups in the batch (up to float summation order). Tool results go
+    in with `handle.extend`, reusing the cached prefix; routing, kept sets and log-probs come from
+    the engine's `SequenceRecord`.
+  - "reference": `dsv32.rl.sampler.sample` (no KV cache), one batch per group and turn; it is the
+    slow path the engine is tested against.
+  The two keep the same sets and record the same things; their random draws differ (see the
+  sampler's docstring), so they agree token for token only under greedy (top_k = 1) decoding.
+`rollout_reasoning` / `rollout_episodes` are the one-kind entry points (default: reference).
 What is left out: context-management resets inside a training trajectory (a compacted prompt is a
-different sequence; the strategies are exercised by `dsv32.agent` at evaluation time).
+different sequence; the strategies are exercised by `dsv32.agent` at evaluation time). With the
+engine a request also stops at the model's context (`max_position_embeddings`), where the reference
+would run on past it.
 """
 
 from __future__ import annotations
@@ -28,11 +42,17 @@ import torch
 
 from dsv32.chat.encoding import encode_continuation, encode_messages
 from dsv32.chat.parsing import ParsedMessage, ParseError, parse_completion
+from dsv32.engine.cache import CacheSpec
+from dsv32.engine.records import SequenceRecord
+from dsv32.engine.scheduler import Engine
 from dsv32.model.transformer import DeepseekV32ForCausalLM
 from dsv32.rl.rewards import RewardBreakdown, RewardConfig, score
-from dsv32.rl.sampler import Generation, SamplingParams, sample
+from dsv32.rl.sampler import Generation, SamplingParams, engine_params, sample
 from dsv32.rl.sft_data import REASONING_SYSTEM
 from dsv32.rl.tasks import ReasoningTask, verify
+
+BACKENDS = ("engine", "reference")
+ENGINE_MAX_BATCH = 32  # decode batch (and cache) bound; further requests wait for a free slot
 
 
 @dataclass
@@ -63,9 +83,271 @@ class Trajectory:
             self.old_logp += gen.logprobs
             self.kept += gen.kept
 
+    @classmethod
+    def from_record(cls, record: SequenceRecord, group: Any, kind: str) -> Trajectory:
+        """A trajectory holding an engine record: sampled tokens are actions, forced ones context."""
+        p = len(record.prompt_ids)
+        routing = record.routing
+        per_layer = {}
+        if routing is not None:
+            routing = routing.long()
+            per_layer = {layer: list(routing[:, j].unbind(0)) for j, layer in enumerate(record.moe_layers)}
+        return cls(
+            record.all_ids,
+            [0] * p + [int(s) for s in record.sampled],
+            [0.0] * p + list(record.logprobs),
+            [None] * p + list(record.kept_ids),
+            per_layer,
+            group,
+            kind,
+        )
 
-def _decode(tokenizer, tokens: list[int]) -> str:
-    return tokenizer.decode(tokens)
+
+class RolloutJob:
+    """One trajectory's logic between turns (the driver samples the turns)."""
+
+    prompt_ids: list[int]
+    group: Any
+    kind: str
+    max_tokens: int  # no turn starts once the trajectory is this long
+
+    def __init__(self) -> None:
+        self.turns = 0
+        self.completions: list[str] = []
+
+    def wants_turn(self, n_ids: int) -> bool:
+        raise NotImplementedError
+
+    def on_turn(self, tokens: list[int]) -> list[int] | None:
+        """Take a sampled turn; return the forced ids that follow it, or None to end here."""
+        raise NotImplementedError
+
+    def finish(self, traj: Trajectory) -> None:
+        """Score the finished trajectory (sets completions and reward)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the job holds (an episode's environment)."""
+
+
+class ReasoningJob(RolloutJob):
+    def __init__(self, tokenizer, task: ReasoningTask, reward_cfg: RewardConfig, thinking: bool = True):
+        super().__init__()
+        self.tokenizer, self.task, self.reward_cfg, self.thinking = tokenizer, task, reward_cfg, thinking
+        messages = [{"role": "system", "content": REASONING_SYSTEM}, {"role": "user", "content": task.prompt}]
+        self.prompt_ids = tokenizer.encode(encode_messages(messages, "thinking" if thinking else "chat"))
+        self.group, self.kind = task.task_id, task.kind
+        self.max_tokens = len(self.prompt_ids) + 1
+
+    def wants_turn(self, n_ids: int) -> bool:
+        return self.turns == 0
+
+    def on_turn(self, tokens: list[int]) -> None:
+        self.turns += 1
+        self.completions.append(self.tokenizer.decode(tokens))
+        return None
+
+    def finish(self, traj: Trajectory) -> None:
+        traj.completions = list(self.completions)
+        traj.reward = score(
+            self.task.prompt,
+            traj.completions,
+            traj.n_sampled,
+            lambda parsed, t=self.task: float(verify(t, parsed[-1].content)),
+            self.reward_cfg,
+            self.thinking,
+        )
+
+
+class EpisodeJob(RolloutJob):
+    def __init__(self, tokenizer, episode, group: Any, kind: str, reward_cfg: RewardConfig,
+                 thinking: bool = True, max_turns: int = 4, max_tokens: int = 2048):  # fmt: skip
+        super().__init__()
+        self.tokenizer, self.episode, self.group, self.kind = tokenizer, episode, group, kind
+        self.reward_cfg, self.thinking, self.max_turns, self.max_tokens = (
+            reward_cfg,
+            thinking,
+            max_turns,
+            max_tokens,
+        )
+        self.mode = "thinking" if thinking else "chat"
+        self.start = episode.reset()
+        self.tools = self.start["tools"]
+        self.messages = [
+            {"role": "system", "content": self.start["system"], "tools": self.tools},
+            {"role": "user", "content": self.start["user"]},
+        ]
+        self.prompt_ids = tokenizer.encode(encode_messages(self.messages, self.mode))
+        self.parsed: list[ParsedMessage] = []
+
+    def wants_turn(self, n_ids: int) -> bool:
+        return self.turns < self.max_turns and n_ids < self.max_tokens
+
+    def on_turn(self, tokens: list[int]) -> list[int] | None:
+        self.turns += 1
+        text = self.tokenizer.decode(tokens)
+        self.completions.append(text)
+        msg = parse_completion(text, tools=self.tools, thinking=self.thinking)
+        if isinstance(msg, ParseError) or not msg.saw_eos:
+            return None  # malformed or cut off: the episode ends here
+        self.parsed.append(msg)
+        if not msg.tool_calls:
+            return None
+        assistant = msg.to_openai()
+        results = []
+        for n, call in enumerate(msg.tool_calls):
+            call = {**call, "id": call.get("id") or f"call_{len(self.completions)}_{n}"}
+            step = self.episode.step(call)
+            results.append({"role": "tool", "tool_call_id": call["id"], "content": step["content"]})
+        assistant["tool_calls"] = [{**c, "id": r["tool_call_id"]} for c, r in zip(msg.tool_calls, results)]
+        forced = encode_continuation(self.messages + [assistant], results, self.mode)
+        self.messages += [assistant, *results]
+        return self.tokenizer.encode(forced)
+
+    def finish(self, traj: Trajectory) -> None:
+        turns = self.parsed
+        answer = turns[-1].content if turns and not turns[-1].tool_calls else None
+
+        def outcome(_parsed) -> float:
+            return float(self.episode.grade(answer).reward) if answer is not None else 0.0
+
+        traj.completions = list(self.completions)
+        traj.reward = score(self.start["user"], traj.completions, traj.n_sampled, outcome, self.reward_cfg,
+                            self.thinking, self.tools)  # fmt: skip
+
+    def close(self) -> None:
+        self.episode.close()
+
+
+def reasoning_jobs(tokenizer, task: ReasoningTask, group_size: int, reward_cfg: RewardConfig,
+                   thinking: bool = True) -> list[RolloutJob]:  # fmt: skip
+    return [ReasoningJob(tokenizer, task, reward_cfg, thinking) for _ in range(group_size)]
+
+
+def episode_jobs(tokenizer, make_episode: Callable[[], Any], group: Any, kind: str, group_size: int,
+                 reward_cfg: RewardConfig, thinking: bool = True, max_turns: int = 4,
+                 max_tokens: int = 2048) -> list[RolloutJob]:  # fmt: skip
+    """group_size episodes of one task (make_episode() gives a fresh episode each)."""
+    jobs: list[RolloutJob] = []
+    try:
+        for _ in range(group_size):
+            jobs.append(EpisodeJob(tokenizer, make_episode(), group, kind, reward_cfg, thinking, max_turns,
+                                   max_tokens))  # fmt: skip
+    except BaseException:
+        for job in jobs:
+            job.close()
+        raise
+    return jobs
+
+
+def run_groups(model: DeepseekV32ForCausalLM, groups: list[tuple[list[RolloutJob], torch.Generator]],
+               params: SamplingParams, attention: str = "dense",
+               backend: str = "engine") -> list[Trajectory]:  # fmt: skip
+    """Run every job; trajectories in job order, scored. Jobs are closed before this returns."""
+    if backend not in BACKENDS:
+        raise ValueError(f"rollout backend must be one of {BACKENDS}, got {backend!r}")
+    jobs = [job for group, _ in groups for job in group]
+    try:
+        if backend == "reference":
+            trajs = [t for group, gen in groups for t in _run_reference(model, group, params, gen, attention)]
+        else:
+            seeds = [s for group, gen in groups for s in _seeds(gen, len(group))]
+            trajs = _run_engine(model, jobs, params, seeds, attention)
+        for job, traj in zip(jobs, trajs):
+            job.finish(traj)
+    finally:
+        for job in jobs:
+            job.close()
+    return trajs
+
+
+def _seeds(gen: torch.Generator, n: int) -> list[int]:
+    return torch.randint(0, 2**62, (n,), generator=gen).tolist() if n else []
+
+
+def _prompt_only(job: RolloutJob) -> Trajectory:
+    p = len(job.prompt_ids)
+    return Trajectory(list(job.prompt_ids), [0] * p, [0.0] * p, [None] * p, {}, job.group, job.kind)
+
+
+def _run_reference(model, jobs: list[RolloutJob], params: SamplingParams, gen: torch.Generator,
+                   attention: str) -> list[Trajectory]:  # fmt: skip
+    """All jobs of a group in one batch per turn (forced ids extend the row; the next turn's forward
+    processes them, recording their routing as an engine's prefill would)."""
+    trajs = [_prompt_only(job) for job in jobs]
+    active = list(range(len(jobs)))
+    while True:
+        active = [i for i in active if jobs[i].wants_turn(len(trajs[i].ids))]
+        if not active:
+            return trajs
+        rows = [trajs[i] for i in active]
+        gens = sample(model, [t.ids for t in rows], params, gen, [t.routing for t in rows], attention)
+        still = []
+        for i, g in zip(active, gens):
+            trajs[i].extend(g.tokens, g)
+            forced = jobs[i].on_turn(g.tokens)
+            if forced is not None:
+                trajs[i].extend(forced)
+                still.append(i)
+        active = still
+
+
+def _run_engine(model, jobs: list[RolloutJob], params: SamplingParams, seeds: list[int],
+                attention: str) -> list[Trajectory]:  # fmt: skip
+    """Every job a keep_open request of one engine. After each engine step, each request whose turn
+    ended goes to its job at once (the others keep decoding): its forced ids either resume it with
+    `extend` or, when the job takes no further turn, are appended to the trajectory unprocessed."""
+    if not jobs:
+        return []
+    # The longest context a request can reach: a turn starts below the job's max_tokens and adds
+    # at most max_new_tokens (a reasoning job's max_tokens is its prompt length + 1).
+    bound = max(job.max_tokens - 1 + params.max_new_tokens for job in jobs)
+    engine = Engine(model, max_batch=min(len(jobs), ENGINE_MAX_BATCH), max_seq_len=bound + 1,
+                    cache_spec=CacheSpec.exact(), attention=attention)  # fmt: skip
+    per_request = [engine_params(params, seed) for seed in seeds]
+    handles, seg_start, tails = {}, {}, {i: [] for i in range(len(jobs))}
+    try:
+        for i, job in enumerate(jobs):
+            if job.wants_turn(len(job.prompt_ids)):
+                if len(job.prompt_ids) >= engine.max_seq_len:
+                    raise ValueError(f"rollout prompt of {len(job.prompt_ids)} tokens does not fit the "
+                                     f"model's context of {engine.max_seq_len}")  # fmt: skip
+                handles[i] = engine.submit(job.prompt_ids, per_request[i], keep_open=True)
+                seg_start[i] = 0
+        live = set(handles)
+        while live:
+            if not engine.has_work():
+                raise RuntimeError(f"engine idle with {len(live)} unfinished rollouts")
+            engine.step()
+            for i in sorted(live):
+                done = handles[i].completion()
+                if done.finish_reason is None:
+                    continue
+                if done.finish_reason not in ("stop", "length"):
+                    raise RuntimeError(f"rollout request ended with {done.finish_reason!r}")
+                forced = jobs[i].on_turn(done.token_ids[seg_start[i] :])
+                if forced is not None:
+                    n_ids = len(done.prompt_ids) + len(done.token_ids) + len(forced)
+                    if jobs[i].wants_turn(n_ids) and n_ids < engine.max_seq_len:
+                        handles[i].extend(forced, per_request[i])
+                        seg_start[i] = len(done.token_ids) + len(forced)
+                        continue
+                    tails[i] = forced
+                handles[i].close()
+                live.discard(i)
+    finally:
+        for handle in handles.values():
+            handle.cancel()  # no-op for closed requests; frees the cache after an error
+    trajs = []
+    for i, job in enumerate(jobs):
+        traj = (
+            Trajectory.from_record(handles[i].record, job.group, job.kind)
+            if i in handles
+            else _prompt_only(job)
+        )
+        traj.extend(tails[i])
+        trajs.append(traj)
+    return trajs
 
 
 def rollout_reasoning(
@@ -78,43 +360,13 @@ def rollout_reasoning(
     gen: torch.Generator,
     thinking: bool = True,
     attention: str = "dense",
+    backend: str = "reference",
 ) -> list[Trajectory]:
-    """group_size outputs per task, sampled as one batch per task (so a group's numbers do not
-    depend on which other groups share the step: 1 and 2 processes give the same rollouts)."""
-    mode = "thinking" if thinking else "chat"
-    out = []
-    for task in tasks:
-        messages = [{"role": "system", "content": REASONING_SYSTEM}, {"role": "user", "content": task.prompt}]
-        prompt_ids = tokenizer.encode(encode_messages(messages, mode))
-        routing: list[dict[int, list[torch.Tensor]]] = [{} for _ in range(group_size)]
-        gens = sample(model, [prompt_ids] * group_size, params, gen, routing, attention)
-        for g, rec in zip(gens, routing):
-            traj = Trajectory(
-                list(prompt_ids),
-                [0] * len(prompt_ids),
-                [0.0] * len(prompt_ids),
-                [None] * len(prompt_ids),
-                rec,
-                task.task_id,
-                task.kind,
-            )
-            traj.extend(g.tokens, g)
-            text = _decode(tokenizer, g.tokens)
-            traj.completions = [text]
-            traj.reward = score(
-                task.prompt,
-                [text],
-                traj.n_sampled,
-                lambda parsed, t=task: float(verify(t, parsed[-1].content)),
-                reward_cfg,
-                thinking,
-            )
-            out.append(traj)
-    return out
-
-
-def _answer(turns: list[ParsedMessage]) -> str | None:
-    return turns[-1].content if turns and not turns[-1].tool_calls else None
+    """group_size outputs per task. Reference: one batch per task, drawing from `gen` in task order
+    (so a group's numbers do not depend on which other groups share the step); engine: one batch
+    for all, each request seeded from `gen` in the same order."""
+    groups = [(reasoning_jobs(tokenizer, task, group_size, reward_cfg, thinking), gen) for task in tasks]
+    return run_groups(model, groups, params, attention, backend)
 
 
 def rollout_episodes(
@@ -131,73 +383,12 @@ def rollout_episodes(
     max_turns: int = 4,
     max_tokens: int = 2048,
     attention: str = "dense",
+    backend: str = "reference",
 ) -> list[Trajectory]:
     """group_size multi-turn episodes of one task (make_episode() gives a fresh episode each)."""
-    mode = "thinking" if thinking else "chat"
-    episodes = [make_episode() for _ in range(group_size)]
-    starts = [ep.reset() for ep in episodes]
-    tools = starts[0]["tools"]
-    messages = [
-        [{"role": "system", "content": s["system"], "tools": tools}, {"role": "user", "content": s["user"]}]
-        for s in starts
-    ]
-    trajs = []
-    for msgs in messages:
-        ids = tokenizer.encode(encode_messages(msgs, mode))
-        trajs.append(Trajectory(ids, [0] * len(ids), [0.0] * len(ids), [None] * len(ids), {}, group, kind))
-    parsed_turns: list[list[ParsedMessage]] = [[] for _ in episodes]
-    active = list(range(group_size))
-    try:
-        for _turn in range(max_turns):
-            active = [i for i in active if len(trajs[i].ids) < max_tokens]
-            if not active:
-                break
-            gens = sample(
-                model,
-                [trajs[i].ids for i in active],
-                params,
-                gen,
-                [trajs[i].routing for i in active],
-                attention,
-            )
-            still = []
-            for i, g in zip(active, gens):
-                trajs[i].extend(g.tokens, g)
-                text = _decode(tokenizer, g.tokens)
-                trajs[i].completions.append(text)
-                msg = parse_completion(text, tools=tools, thinking=thinking)
-                if isinstance(msg, ParseError) or not msg.saw_eos:
-                    continue  # malformed or cut off: the episode ends here
-                parsed_turns[i].append(msg)
-                if not msg.tool_calls:
-                    continue
-                assistant = msg.to_openai()
-                results = []
-                for n, call in enumerate(msg.tool_calls):
-                    call = {**call, "id": call.get("id") or f"call_{len(trajs[i].completions)}_{n}"}
-                    step = episodes[i].step(call)
-                    results.append({"role": "tool", "tool_call_id": call["id"], "content": step["content"]})
-                assistant["tool_calls"] = [
-                    {**c, "id": r["tool_call_id"]} for c, r in zip(msg.tool_calls, results)
-                ]
-                forced = encode_continuation(messages[i] + [assistant], results, mode)
-                messages[i] += [assistant, *results]
-                trajs[i].extend(tokenizer.encode(forced))
-                still.append(i)
-            active = still
-        for i, traj in enumerate(trajs):
-            answer = _answer(parsed_turns[i])
-
-            def outcome(_parsed, ep=episodes[i], ans=answer) -> float:
-                return float(ep.grade(ans).reward) if ans is not None else 0.0
-
-            traj.reward = score(
-                starts[i]["user"], traj.completions, traj.n_sampled, outcome, reward_cfg, thinking, tools
-            )
-    finally:
-        for ep in episodes:
-            ep.close()
-    return trajs
+    jobs = episode_jobs(tokenizer, make_episode, group, kind, group_size, reward_cfg, thinking, max_turns,
+                        max_tokens)  # fmt: skip
+    return run_groups(model, [(jobs, gen)], params, attention, backend)
 
 
 def trajectory_to_json(traj: Trajectory, tokenizer) -> dict:

@@ -7,11 +7,15 @@ Reference, not fast: there is no KV cache; each decoding step runs the model on 
 routing is recorded from the forward that first processed it (the prompt's from the prefill, a
 generated token's from the step after it was drawn), which is what a cached engine records, since
 a cached engine processes every position exactly once. `dsv32.engine` is the fast path with the same
-records; this sampler exists so that rollouts and their tests do not depend on it.
+records (`dsv32.rl.rollout` runs GRPO rollouts and pass@1 on it); this sampler is the slow reference
+those rollouts are tested against, and what `backend="reference"` selects.
 
 Sampling: z = logits / temperature; top-k keeps the k largest; top-p keeps the smallest prefix of
 the sorted distribution whose mass reaches p (at least one id); the token is drawn from softmax over
-the kept ids and its recorded log-prob is under that truncated distribution.
+the kept ids and its recorded log-prob is under that truncated distribution. The engine keeps the
+same set (`dsv32.engine.sampling.keep_mask_sorted`) but draws differently (inverse CDF with one
+uniform from a per-request generator, vs `torch.multinomial` from one shared generator here), so
+the two agree token for token only where the draw is deterministic (top_k = 1).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dsv32.engine.sampling import SamplingParams as EngineParams
 from dsv32.model.transformer import DeepseekV32ForCausalLM
 
 
@@ -36,6 +41,22 @@ class SamplingParams:
             raise ValueError(
                 f"sampling needs temperature > 0, 0 < top_p <= 1, top_k >= 0, max_new_tokens >= 1; got {self}"
             )
+
+
+def engine_params(params: SamplingParams, seed: int):
+    """The engine's `SamplingParams` for `params` with a per-request seed: the same temperature,
+    top-k, top-p and token limit, stopping on exactly `params.stop_ids` (the engine's own EOS rule
+    is switched off so that a stop set without EOS behaves as here), no penalties (records must
+    replay exactly)."""
+    return EngineParams(
+        max_tokens=params.max_new_tokens,
+        temperature=params.temperature,
+        top_k=params.top_k,
+        top_p=params.top_p,
+        stop_token_ids=tuple(params.stop_ids),
+        ignore_eos=True,
+        seed=int(seed),
+    )
 
 
 @dataclass
