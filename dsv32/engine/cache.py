@@ -166,19 +166,28 @@ class PagedCache:
     def write(self, layer: int, rows_N: torch.Tensor, c_kv_NC: torch.Tensor, k_pe_NR: torch.Tensor,
               k_index_ND: torch.Tensor) -> None:  # fmt: skip
         """Store the entries of N tokens at pool rows `rows_N` of `layer`."""
-        self.latent[layer, rows_N] = torch.cat((c_kv_NC, k_pe_NR), dim=-1).to(self.latent.dtype)
+        self.write_latent(layer, rows_N, torch.cat((c_kv_NC, k_pe_NR), dim=-1))
+        self.write_index_keys([layer], rows_N, k_index_ND[None])
+
+    def write_latent(self, layer: int, rows_N: torch.Tensor, latent_NL: torch.Tensor) -> None:
+        """Store ready-made latent entries `c_kv | k_pe` of N tokens at pool rows `rows_N` of `layer`."""
+        self.latent[layer, rows_N] = latent_NL.to(self.latent.dtype)
+
+    def write_index_keys(self, layers: list[int], rows_N: torch.Tensor, k_index_LND: torch.Tensor) -> None:
+        """Store the indexer keys of the same N tokens in several layers at once ([L, N, D_I])."""
+        lay = torch.tensor(layers, device=self.device)[:, None]
         mode = self.spec.index
         if mode == "fp8":
-            codes, scales = fp8_ue8m0_quantize(k_index_ND, self.fp8_block)
-            self.index_codes[layer, rows_N] = codes.view(torch.uint8)
-            self.index_scales[layer, rows_N] = scales
+            codes, scales = fp8_ue8m0_quantize(k_index_LND, self.fp8_block)
+            self.index_codes[lay, rows_N] = codes.view(torch.uint8)
+            self.index_scales[lay, rows_N] = scales
         elif mode == "int8":
-            x = k_index_ND.float()
+            x = k_index_LND.float()
             scale = x.abs().amax(-1, keepdim=True).clamp(min=1e-8) / 127.0
-            self.index_codes[layer, rows_N] = torch.round(x / scale).clamp(-127, 127).to(torch.int8)
-            self.index_scales[layer, rows_N] = scale
+            self.index_codes[lay, rows_N] = torch.round(x / scale).clamp(-127, 127).to(torch.int8)
+            self.index_scales[lay, rows_N] = scale
         else:
-            self.index_codes[layer, rows_N] = k_index_ND.to(self.index_codes.dtype)
+            self.index_codes[lay, rows_N] = k_index_LND.to(self.index_codes.dtype)
 
     def read_latent(
         self, layer: int, rows: torch.Tensor, dtype: torch.dtype

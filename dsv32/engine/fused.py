@@ -8,8 +8,11 @@ not their arithmetic. Here:
   concatenation is rebuilt when any of them changes (in-place updates bump `_version`, replaced
   tensors change `data_ptr`), like `engine.experts.StackedExperts`.
 - `RopeTable`: cos/sin of every position computed once (the same elementwise formula as
-  `model.rope.rope_cos_sin`), looked up per step; MLA's interleaved rotation runs as one complex
-  multiply (pairs (x[2i], x[2i+1]) are the real and imaginary parts).
+  `model.rope.rope_cos_sin`), looked up per step. A rotation is linear, so per step and sequence it
+  becomes a matrix built ONCE for all layers: MLA's interleaved rotation ([dr, dr], 2x2 blocks on
+  pairs (x[2i], x[2i+1])) and the indexer's rotate-half on its first dr dims with the identity on
+  the rest ([D_I, D_I], pairs (x[i], x[i + dr/2])); each application is then one `bmm`
+  (a dot product with exact zeros and ones: the same sums as the elementwise form).
 - `rms_norm`: `F.rms_norm` in fp32, the model's `RMSNorm` formula in one call.
 Results equal the model's modules up to float rounding (the engine tests hold the whole decode to
 the full forward's argmax and log-probabilities).
@@ -33,6 +36,13 @@ def rms_norm(x: torch.Tensor, norm: RMSNorm) -> torch.Tensor:
     return F.rms_norm(x.float(), (x.shape[-1],), norm.weight.float(), norm.eps).to(x.dtype)
 
 
+def rotate(x_BNd: torch.Tensor, rot_Bdd: torch.Tensor) -> torch.Tensor:
+    """Rows of x [B, N, d] times the per-sequence rotation [B, d, d], in fp32."""
+    if x_BNd.dtype == rot_Bdd.dtype:
+        return torch.bmm(x_BNd, rot_Bdd)
+    return torch.bmm(x_BNd.float(), rot_Bdd).to(x_BNd.dtype)
+
+
 class RopeTable:
     """cos/sin (and their complex form) for positions 0..max_positions-1."""
 
@@ -40,19 +50,21 @@ class RopeTable:
         freqs = rope_frequencies(config).to(device)
         angles = torch.arange(max_positions, device=device).to(torch.float32)[:, None] * freqs
         self.cos, self.sin = angles.cos(), angles.sin()
-        self.rot = torch.complex(self.cos, self.sin)  # [P, d/2]
+        self.dr, self.index_dim = config.qk_rope_head_dim, config.index_head_dim
 
-    def lookup(self, pos_BT: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(cos, sin, rot) at positions [B, T] -> each [B, T, d/2]."""
-        return self.cos[pos_BT], self.sin[pos_BT], self.rot[pos_BT]
-
-
-def rope_interleaved(x: torch.Tensor, rot_BTR: torch.Tensor) -> torch.Tensor:
-    """`model.rope.apply_rope_interleaved` as a complex multiply. x: [B, T, ..., d]."""
-    shape = (rot_BTR.shape[0], rot_BTR.shape[1]) + (1,) * (x.dim() - 3) + (rot_BTR.shape[-1],)
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
-    out = torch.view_as_real(pairs * rot_BTR.view(shape)).flatten(-2)
-    return out if x.dtype == torch.float32 else out.to(x.dtype)
+    def matrices(self, pos_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(MLA interleaved [B, dr, dr], indexer rotate-half + identity [B, D_I, D_I]) at positions
+        pos_B, for row vectors: rotated = x @ M."""
+        cos, sin = self.cos[pos_B], self.sin[pos_B]  # [B, dr/2]
+        b, dr, half = pos_B.shape[0], self.dr, self.dr // 2
+        i = torch.arange(half, device=pos_B.device)
+        mla = cos.new_zeros(b, dr, dr)
+        ev, od = 2 * i, 2 * i + 1
+        mla[:, ev, ev], mla[:, od, od], mla[:, od, ev], mla[:, ev, od] = cos, cos, -sin, sin
+        index = torch.eye(self.index_dim, device=pos_B.device).repeat(b, 1, 1)
+        lo, hi = i, i + half
+        index[:, lo, lo], index[:, hi, hi], index[:, hi, lo], index[:, lo, hi] = cos, cos, -sin, sin
+        return mla, index
 
 
 class FusedInput:

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 
 from dsv32.engine.cache import PagedCache
 from dsv32.engine.experts import StackedExperts
-from dsv32.engine.fused import FusedInput, RopeTable, rms_norm, rope_interleaved
-from dsv32.model.indexer import select_topk
+from dsv32.engine.fused import FusedInput, RopeTable, rms_norm, rotate
+from dsv32.model.indexer import fp8_emulate, hadamard_matrix, select_topk
 from dsv32.model.mla import attend_latent
 from dsv32.model.moe import MoE
 from dsv32.model.rope import rope_cos_sin
@@ -96,14 +96,17 @@ class ModelRunner:
         pos_BT = torch.tensor(positions, device=device)[:, None]
         new_rows_B = ctx_rows_BS.gather(1, pos_BT)[:, 0]
         hidden_BS = torch.arange(ctx_rows_BS.shape[1], device=device) > pos_BT
-        cos, sin, rot = self.rope.lookup(pos_BT)
+        rot_mla, rot_index = self.rope.matrices(pos_BT[:, 0])
+        if self.config.index_hadamard:  # the indexer's Hadamard rotation folds into the same matrix
+            d = self.config.index_head_dim
+            rot_index = rot_index @ hadamard_matrix(d, device, rot_index.dtype)
+        pending_keys = []  # indexer keys not read in this step, written for all layers at the end
         h = model.model.embed_tokens(torch.tensor(token_ids, device=device)[:, None])
         routing = []
         for block in model.model.layers:
             x = rms_norm(h, block.input_layernorm)
-            h = h + self._decode_attention(
-                block.layer, block.self_attn, x, cos, sin, rot, pos_BT, ctx_rows_BS, new_rows_B, hidden_BS
-            )
+            h = h + self._decode_attention(block.layer, block.self_attn, x, rot_mla, rot_index, pos_BT,
+                                           ctx_rows_BS, new_rows_B, hidden_BS, pending_keys)  # fmt: skip
             mlp_in = rms_norm(h, block.post_attention_layernorm)
             if isinstance(block.mlp, MoE):
                 mlp_out, r = self.experts[block.layer](mlp_in)
@@ -112,34 +115,40 @@ class ModelRunner:
             else:
                 mlp_out = block.mlp(mlp_in)
             h = h + mlp_out
+        if pending_keys:
+            layers, keys = zip(*pending_keys)
+            cache.write_index_keys(list(layers), new_rows_B, torch.stack(keys))
         logits = model.lm_head(rms_norm(h[:, -1], model.model.norm)).float()
         return StepResult(logits, torch.stack(routing, dim=2) if routing else None)
 
-    def _decode_attention(self, layer, attn, x, cos, sin, rot, pos_BT, ctx_rows_BS, new_rows_B, hidden_BS):
+    def _decode_attention(self, layer, attn, x, rot_mla, rot_index, pos_BT, ctx_rows_BS, new_rows_B,
+                          hidden_BS, pending_keys):  # fmt: skip
         cache, dtype, idx = self.cache, x.dtype, attn.indexer
         b, h, dn, dr, c = x.shape[0], attn.n_heads, attn.dn, attn.dr, attn.kv_rank
         q_a, kv_a, k_raw, *w_raw = self.fused[layer](x)
         qr = rms_norm(q_a, attn.q_a_layernorm)
         q_nope, q_pe = attn.q_b_proj(qr).view(b, 1, h, dn + dr).split([dn, dr], -1)
-        q_pe = rope_interleaved(q_pe, rot)
+        q_pe = rotate(q_pe.reshape(b, h, dr), rot_mla)
         c_kv, k_pe = kv_a.split([c, dr], -1)
-        c_kv, k_pe = rms_norm(c_kv, attn.kv_a_layernorm), rope_interleaved(k_pe[:, :, None], rot)
-        k_index = idx._rope_and_quantize(idx.k_norm(k_raw)[:, :, None], cos, sin)
-        cache.write(layer, new_rows_B, c_kv[:, 0], k_pe[:, 0, 0], k_index[:, 0, 0])
+        c_kv, k_pe = rms_norm(c_kv, attn.kv_a_layernorm), rotate(k_pe, rot_mla)
+        k_index = self._index_rope(idx, idx.k_norm(k_raw), rot_index)  # [B, 1, D_I]
+        cache.write_latent(layer, new_rows_B, torch.cat((c_kv, k_pe), dim=-1)[:, 0])
         if self.attention == "sparse" and ctx_rows_BS.shape[1] > idx.topk:
+            cache.write_index_keys([layer], new_rows_B, k_index[None, :, 0])
             keys_BSD = cache.read_index_keys(layer, ctx_rows_BS).to(k_index.dtype)
-            q_index, w_index = self._index_queries(idx, x, qr, w_raw, cos, sin)
+            q_index, w_index = self._index_queries(idx, x, qr, w_raw, rot_index)
             sel_BTK, _ = select_topk(q_index, w_index, keys_BSD, pos_BT, idx.topk)
             sel_BK = sel_BTK[:, 0]
             rows_BK, hidden_BK = ctx_rows_BS.gather(1, sel_BK.clamp(min=0)), sel_BK < 0
         else:  # dense, or every sequence within top-k (the selection is then every causal key)
+            pending_keys.append((layer, k_index[:, 0]))
             rows_BK, hidden_BK = ctx_rows_BS, hidden_BS
         kv_BKL = cache.latent[layer][rows_BK]
         if kv_BKL.dtype != dtype:
             kv_BKL = kv_BKL.to(dtype)
         w_uk, w_uv = attn._kv_b()  # [H, dn, C], [H, dv, C]
         q_abs_HBC = torch.bmm(q_nope.view(b, h, dn).transpose(0, 1), w_uk)
-        q_BHL = torch.cat((q_abs_HBC.transpose(0, 1), q_pe.view(b, h, dr)), dim=-1)
+        q_BHL = torch.cat((q_abs_HBC.transpose(0, 1), q_pe), dim=-1)
         scores_BHK = torch.bmm(q_BHL, kv_BKL.transpose(1, 2)).float().mul_(attn.scale)
         probs_BHK = torch.softmax(scores_BHK.masked_fill_(hidden_BK[:, None], float("-inf")), dim=-1)
         o_lat_BHC = torch.bmm(probs_BHK.to(dtype), kv_BKL[..., :c])
@@ -147,9 +156,15 @@ class ModelRunner:
         return attn.o_proj(o_HBV.transpose(0, 1).reshape(b, 1, -1))
 
     @staticmethod
-    def _index_queries(idx, x, qr, w_raw, cos, sin):
+    def _index_rope(idx, x_BND: torch.Tensor, rot_index: torch.Tensor) -> torch.Tensor:
+        """`Indexer._rope_and_quantize` with the rotation (and Hadamard) as one matrix per sequence."""
+        x_BND = rotate(x_BND, rot_index)
+        return fp8_emulate(x_BND, min(128, idx.head_dim)) if idx.use_fp8 else x_BND
+
+    def _index_queries(self, idx, x, qr, w_raw, rot_index):
         b = x.shape[0]
-        q_BTHD = idx._rope_and_quantize(idx.wq_b(qr).view(b, 1, idx.n_heads, idx.head_dim), cos, sin)
+        q_BHD = self._index_rope(idx, idx.wq_b(qr).view(b, idx.n_heads, idx.head_dim), rot_index)
+        q_BTHD = q_BHD[:, None]
         if w_raw:  # fp32 model: weights_proj ran inside the fused matmul
             w_BTH = w_raw[0]
         else:
