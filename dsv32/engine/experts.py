@@ -63,15 +63,18 @@ class StackedExperts:
 
     def _slot_loop(self, x_ND: torch.Tensor, routing: Routing) -> torch.Tensor:
         # A handful of slots (single-sequence decode): one matmul pair per slot on views of the stacks.
-        weights = routing.weights.to(x_ND.dtype)
+        weights = routing.weights.tolist()  # Python floats: exact fp32 values, no per-slot tensor ops
         rows = []
         for i, ids in enumerate(routing.expert_ids.tolist()):
             x_1D = x_ND[i : i + 1]
             acc = None
-            for j, e in enumerate(ids):
+            for e, w in zip(ids, weights[i]):
                 gate, up = torch.mm(x_1D, self.w_gate_up[e]).chunk(2, dim=-1)
-                out = torch.mm(F.silu(gate) * up, self.w_down[e]) * weights[i, j]
-                acc = out if acc is None else acc + out
+                hidden = F.silu(gate) * up
+                if acc is None:
+                    acc = torch.mm(hidden, self.w_down[e]).mul_(w)
+                else:  # acc + w * (hidden @ w_down[e]) in one call
+                    acc = torch.addmm(acc, hidden, self.w_down[e], alpha=w)
             rows.append(acc)
         return torch.cat(rows) if len(rows) > 1 else rows[0]
 
