@@ -82,6 +82,14 @@ class ModelRunner:
         return StepResult(result.logits, torch.cat(chunks, dim=1) if chunks else None)
 
     @torch.inference_mode()
+    def prefill_batch(self, seq_ids: list[object], chunks: list[list[int]], starts: list[int],
+                      routing: bool = True) -> StepResult:  # fmt: skip
+        """One chunk of EQUAL length for each of several sequences, in one forward (no re-chunking)."""
+        if not chunks or any(len(c) != len(chunks[0]) or not c for c in chunks):
+            raise ValueError("prefill_batch needs non-empty chunks of equal length")
+        return self._forward(seq_ids, torch.tensor(chunks), starts, routing)
+
+    @torch.inference_mode()
     def decode(self, seq_ids: list[object], token_ids: list[int], positions: list[int],
                routing: bool = True) -> StepResult:  # fmt: skip
         """One new token for each sequence (batched); token i sits at positions[i]."""

@@ -17,8 +17,9 @@ Thread-safe API (what a server builds on; all methods may be called from any thr
 Without `start()`, `stream()`/`result()` drive the engine themselves by calling `step()`.
 
 One step: admit waiting requests while slots and pages allow (pages for prompt + max_tokens are
-reserved on admission, so a running request never runs out); feed at most one prefill chunk of
-one request with more than one unfed token (new prompts, forced insertions); decode ONE token for
+reserved on admission, so a running request never runs out); feed prefill chunks of the requests
+with more than one unfed token (new prompts, forced insertions), FIFO, up to `prefill_chunk` tokens
+in all (equal-length chunks of several requests run as one batched forward); decode ONE token for
 every other running request in one batch; sample each request whose last fed token produced
 logits; emit events; finish or pause requests. A keep_open request pauses at the end of a segment
 and keeps its cache for `extend`. Every fed token's MoE routing and every completion token's
@@ -228,17 +229,28 @@ class Engine:
         with self._lock:
             self._admit()
             active = [self._requests[r] for r in self._order if self._requests[r].state == RUNNING]
-            prefill = next((r for r in active if len(r.tokens) - r.n_fed > 1), None)
+            # Prefill: chunks of waiting tokens, FIFO over requests, up to `prefill_chunk` tokens in
+            # all per step; chunks of equal length run as one batched forward.
+            budget, chunks = self.runner.prefill_chunk, []
+            for r in active:
+                if budget == 0:
+                    break
+                if len(r.tokens) - r.n_fed > 1:
+                    chunks.append((r, r.tokens[r.n_fed : r.n_fed + budget]))
+                    budget -= len(chunks[-1][1])
             decode = [r for r in active if len(r.tokens) - r.n_fed == 1][: self.max_batch]
             fed, ready = 0, []
-            if prefill is not None:
-                chunk = prefill.tokens[prefill.n_fed : prefill.n_fed + self.runner.prefill_chunk]
-                out = self.runner.prefill(prefill.id, chunk, prefill.n_fed, routing=prefill.record.detailed)
-                prefill.n_fed += len(chunk)
-                prefill.record.add_routing(None if out.routing is None else out.routing[0])
-                fed += len(chunk)
-                if prefill.n_fed == len(prefill.tokens):
-                    ready.append((prefill, out.logits[0]))
+            for length in sorted({len(c) for _, c in chunks}, reverse=True):
+                group = [(r, c) for r, c in chunks if len(c) == length]
+                out = self.runner.prefill_batch([r.id for r, _ in group], [c for _, c in group],
+                                                [r.n_fed for r, _ in group],
+                                                routing=any(r.record.detailed for r, _ in group))  # fmt: skip
+                for i, (r, _) in enumerate(group):
+                    r.n_fed += length
+                    r.record.add_routing(None if out.routing is None else out.routing[i])
+                    fed += length
+                    if r.n_fed == len(r.tokens):
+                        ready.append((r, out.logits[i]))
             if decode:
                 out = self.runner.decode([r.id for r in decode], [r.tokens[-1] for r in decode],
                                          [r.n_fed for r in decode],

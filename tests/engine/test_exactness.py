@@ -49,3 +49,20 @@ def test_compact_cache_is_close_to_the_fp32_forward(tiny_model, attention):
     ref_logp = torch.log_softmax(ref, -1).gather(-1, torch.tensor(out.token_ids)[:, None])[:, 0]
     # bf16 latents and FP8 indexer keys: log-probabilities within a few hundredths of fp32.
     assert (ref_logp - torch.tensor(out.record.logprobs)).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("attention", ["dense", "sparse"])
+def test_prefills_batched_in_one_forward_equal_the_full_forward(tiny_model, attention):
+    # Three 12-token prompts and one of 5 share a 64-token prefill budget: the three run as one forward.
+    prompts = random_prompts(tiny_model.config, [12, 12, 5, 12], seed=3)
+    engine = Engine(tiny_model, max_batch=4, page_size=8, max_seq_len=64, cache_spec=CacheSpec.exact(),
+                    attention=attention, prefill_chunk=64)  # fmt: skip
+    groups, inner = [], engine.runner.prefill_batch
+    engine.runner.prefill_batch = lambda ids, *a, **k: groups.append(len(ids)) or inner(ids, *a, **k)
+    outs = engine.generate(prompts, GREEDY)
+    assert sorted(groups[:2]) == [1, 3]
+    for prompt, out in zip(prompts, outs):
+        ref = _reference_logits(tiny_model, prompt, out.token_ids, attention)
+        assert ref.argmax(-1).tolist() == out.token_ids
+        ref_logp = torch.log_softmax(ref, -1).gather(-1, torch.tensor(out.token_ids)[:, None])[:, 0]
+        assert torch.allclose(ref_logp, torch.tensor(out.record.logprobs), atol=1e-5)
