@@ -242,7 +242,7 @@ def stage_attention_cost(ctx: RunContext) -> dict:
     return {
         "rows": rows,
         "headline": ", ".join(
-            f"{ph} at {r['context']}: DSA {r['ratio']:.1f}x faster than dense" for ph, r in longest.items()
+            f"{ph} at {r['context']}: dense/DSA time {r['ratio']:.2f}" for ph, r in longest.items()
         ),
     }
 
