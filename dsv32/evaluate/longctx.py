@@ -155,6 +155,9 @@ def compare_table(results: dict[str, dict]) -> str:
     lines.append(
         "| indexer recall | " + " | ".join(f"{results[lb]['indexer_recall']:.3f}" for lb in labels) + " |"
     )
+    lines.append(
+        "| oracle top-k recall | " + " | ".join(f"{results[lb]['oracle_recall']:.3f}" for lb in labels) + " |"
+    )
     lines.append("| attention | " + " | ".join(
         results[lb]["attention"] + (f" k={results[lb]['index_topk']}" if results[lb]["index_topk"] else "")
         for lb in labels) + " |")  # fmt: skip

@@ -19,6 +19,8 @@ import pytest
 from dsv32.train.config import DataConfig, TrainConfig
 from dsv32.train.runner import train_stage
 
+pytestmark = pytest.mark.slow
+
 WORKER = Path(__file__).with_name("dp_worker.py")
 
 

@@ -91,7 +91,9 @@ def test_side_by_side_and_cli(two_runs, tmp_path, capsys):
     assert set(dense["accuracy"]) == {"passkey"} and "129" in dense["accuracy"]["passkey"]
     assert dense["val_loss"] > 0 and 0 < sparse["indexer_recall"] <= sparse["oracle_recall"] + 1e-6
     table = compare_table({"dense": dense, "sparse": sparse})
-    assert "| passkey @ 129 (acc %) |" in table and "sparse k=16" in table
+    assert (
+        "| passkey @ 129 (acc %) |" in table and "sparse k=16" in table and "| oracle top-k recall |" in table
+    )
     out = tmp_path / "e.json"
     rc = main(["eval", "long-context", "--checkpoint", str(pre), "--checkpoint", str(sp), "--label", "d",
                "--label", "s", "--n", "2", "--json", str(out)])  # fmt: skip

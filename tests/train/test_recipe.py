@@ -22,6 +22,7 @@ def _fast_overrides(data_cfg) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_tiny_recipe_end_to_end(data_cfg, tmp_path):
     out = tmp_path / "recipe"
     summary = run_recipe("tiny", out, _fast_overrides(data_cfg), progress=False)
