@@ -27,11 +27,12 @@ class StackedExperts:
         self.moe = moe
         self._key: tuple | None = None
         self.w_gate_up = self.w_down = None
+        # The Linear modules are fixed; their weights are looked up per call through `_parameters`
+        # (a dict read, far cheaper than nn.Module attribute access), so replaced tensors are seen.
+        self._linears = [lin for e in moe.experts for lin in (e.gate_proj, e.up_proj, e.down_proj)]
 
     def _weights(self) -> list[torch.Tensor]:
-        return [
-            w for e in self.moe.experts for w in (e.gate_proj.weight, e.up_proj.weight, e.down_proj.weight)
-        ]
+        return [lin._parameters["weight"] for lin in self._linears]
 
     def _refresh(self) -> None:
         weights = self._weights()
@@ -101,4 +102,7 @@ class StackedExperts:
         gate, up = torch.bmm(grouped, w_gate_up).chunk(2, dim=-1)
         out_AWD = torch.bmm(F.silu(gate) * up, w_down)
         weights = routing.weights.flatten()[order].to(x_ND.dtype)
-        return torch.zeros_like(x_ND).index_add_(0, tokens, out_AWD[group, rank] * weights[:, None])
+        # Back to slot order, then the k slots of each token summed (index_add_ is slow on CPU).
+        slots = torch.empty(n * k, d, dtype=x_ND.dtype, device=x_ND.device)
+        slots[order] = out_AWD[group, rank] * weights[:, None]
+        return slots.view(n, k, d).sum(1)

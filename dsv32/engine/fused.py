@@ -79,11 +79,14 @@ class FusedInput:
         self.sizes = [attn.q_a_proj.out_features, attn.kv_a_proj_with_mqa.out_features, idx.wk.out_features]
         if self.with_weights_proj:
             self.sizes.append(idx.weights_proj.out_features)
+        # Fixed Linear modules; weights read per call through `_parameters` (a dict read, far cheaper
+        # than nn.Module attribute access), so replaced weight tensors are still seen.
+        self._linears = [attn.q_a_proj, attn.kv_a_proj_with_mqa, idx.wk]
+        if self.with_weights_proj:
+            self._linears.append(idx.weights_proj)
 
     def _weights(self) -> list[torch.Tensor]:
-        a, idx = self.attn, self.attn.indexer
-        ws = [a.q_a_proj.weight, a.kv_a_proj_with_mqa.weight, idx.wk.weight]
-        return ws + [idx.weights_proj.weight] if self.with_weights_proj else ws
+        return [lin._parameters["weight"] for lin in self._linears]
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[q_a_proj(x), kv_a_proj_with_mqa(x), wk(x), weights_proj(x) (fp32 models only)]."""
