@@ -261,7 +261,7 @@ def _tiny() -> ModelConfig:
         num_hidden_layers=3, first_k_dense_replace=1, num_attention_heads=4, num_key_value_heads=4,
         q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
         n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2, n_group=4, topk_group=2,
-        index_n_heads=4, index_head_dim=16, index_topk=16, max_position_embeddings=1024,
+        index_n_heads=4, index_head_dim=16, index_topk=16, max_position_embeddings=4096,
         rope_scaling={"type": "yarn", "factor": 4, "original_max_position_embeddings": 256,
                       "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0},
         num_nextn_predict_layers=0, index_hadamard=False, index_fp8=False,
