@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dsv32.cli import main
 from dsv32.serve.loading import load_server_state
 from dsv32.serve.server import running_server
 from dsv32.serve.tiny import make_tiny_checkpoint
 
 
+@pytest.mark.slow
 def test_eval_runs_every_strategy_against_the_dsv32_server(tmp_path):
     ckpt = make_tiny_checkpoint(tmp_path / "ckpt")
     state = load_server_state(ckpt)
