@@ -42,9 +42,9 @@ from dsv32.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-# Per-size scale of the ablation runs. Rollouts use the reference sampler (no KV cache), so the tiny
-# scale keeps groups small, outputs short and the mix to reasoning tasks to finish in minutes on a
-# shared 2-core CPU; `small` is the headline scale (mixed reasoning and calculator tool episodes).
+# Per-size scale of the ablation runs. The tiny scale keeps groups small, outputs short and the mix
+# to reasoning tasks to finish in minutes on a shared 2-core CPU; `small` is the headline scale
+# (mixed reasoning and calculator tool episodes).
 SCALES = {
     "tiny": dict(steps=3, prompts=2, group=4, max_new=24, eval_r=8, eval_c=2, task_mix={"reasoning": 1.0}),
     "small": dict(
