@@ -33,6 +33,7 @@ would run on past it.
 
 from __future__ import annotations
 
+import abc
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,7 +104,7 @@ class Trajectory:
         )
 
 
-class RolloutJob:
+class RolloutJob(abc.ABC):
     """One trajectory's logic between turns (the driver samples the turns)."""
 
     prompt_ids: list[int]
@@ -115,18 +116,21 @@ class RolloutJob:
         self.turns = 0
         self.completions: list[str] = []
 
+    @abc.abstractmethod
     def wants_turn(self, n_ids: int) -> bool:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def on_turn(self, tokens: list[int]) -> list[int] | None:
         """Take a sampled turn; return the forced ids that follow it, or None to end here."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def finish(self, traj: Trajectory) -> None:
         """Score the finished trajectory (sets completions and reward)."""
-        raise NotImplementedError
+        ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most jobs hold nothing
         """Release what the job holds (an episode's environment)."""
 
 

@@ -15,6 +15,7 @@ others added by the synthesis loop when a harder task needs them), and poses tas
 
 from __future__ import annotations
 
+import abc
 import json
 import random
 import sqlite3
@@ -103,7 +104,7 @@ def check(checks: list[Check], name: str, ok: bool, reason: str) -> bool:
     return bool(ok)
 
 
-class Category:
+class Category(abc.ABC):
     name = ""
     summary = ""
     max_level = 4
@@ -118,37 +119,46 @@ class Category:
             f"answer only. Answer format: {self.answer_format}"
         )
 
+    @abc.abstractmethod
     def library(self) -> list[Tool]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def build_database(self, db: sqlite3.Connection, rng: random.Random) -> str:
         """Create tables and rows; return a one-line description of the data."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def initial_task(self, db: sqlite3.Connection, rng: random.Random) -> dict | None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def harden(self, db: sqlite3.Connection, params: dict, rng: random.Random) -> dict | None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def instruction(self, params: dict) -> str:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def solve(self, call: ToolCaller, params: dict) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def verify(
         self, initial: sqlite3.Connection, final: sqlite3.Connection, params: dict, answer: Any
     ) -> list[Check]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def mutations(
         self, initial: sqlite3.Connection, params: dict, answer: Any, rng: random.Random
     ) -> list[Mutation]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def baseline(self, call: ToolCaller, params: dict, rng: random.Random) -> Any:
-        raise NotImplementedError
+        ...
 
 
 def grade_answer(
