@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +27,7 @@ from dsv32.agent.context import TokenCounter, make_strategy
 from dsv32.agent.loop import Agent, RunResult
 from dsv32.agent.search_env import Question, SearchEnvironment
 from dsv32.agent.trajectory import write_jsonl
+from dsv32.data.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +160,7 @@ def evaluate(
 
 
 def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def plot_accuracy_vs_budget(report: dict[str, Any], path: str | Path) -> Path:
@@ -187,13 +182,7 @@ def plot_accuracy_vs_budget(report: dict[str, Any], path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format="png"))
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -10,6 +10,9 @@ Four tasks, each sample a prompt and a short exact answer (digits):
   source; its value is asked at the end.
 
 Layout in token ids: `BOS, header, filler..., needle, filler..., needle, ..., question | answer, EOS`.
+The question ends by restating the needle's own words up to the value ("The pass key is ",
+"The value of key KEY is ", "# Answer: NAME = "), so the answer continues a phrase seen in the
+context: retrieval then is what induction-style copying heads do, which small models learn early.
 Pieces are encoded separately and concatenated, so a sample's canonical form is its ids (the
 `prompt` text is their decoding). The filler is cut to make prompt + answer + EOS exactly
 `context_len` tokens; needles are placed at line starts of the filler (a depth drawn by the
@@ -122,14 +125,16 @@ def accuracy(samples: Sequence[LongContextSample], predictions: Sequence[str]) -
     return sum(exact_match(p, s.answer) for s, p in zip(samples, predictions)) / len(samples)
 
 
-def training_example(sample: LongContextSample) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, loss_mask) for prompt + answer + EOS; the mask is True on answer and EOS tokens only.
+def training_example(sample: LongContextSample, full_loss: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, loss_mask) for prompt + answer + EOS; the mask is True on answer and EOS tokens only,
+    or on every token after BOS with `full_loss` (next-token loss on the filler too, which is what
+    lets a small model grow the copying heads retrieval needs from a few hundred rows).
 
     `loss_mask[j]` says whether token j is a training target (predicted from tokens < j).
     """
     ids = np.array([*sample.prompt_ids, *sample.answer_ids, sample.eos_id], dtype=np.int64)
     mask = np.zeros(len(ids), dtype=bool)
-    mask[len(sample.prompt_ids) :] = True
+    mask[1 if full_loss else len(sample.prompt_ids) :] = True
     return ids, mask
 
 
@@ -180,7 +185,7 @@ class LongContextTasks:
             "passkey", seed, context_len, rng,
             header="There is a pass key hidden in the text below. Find it and remember it.\n",
             filler="prose", needles=[needle], depths=[rng.random()],
-            question="\nWhat is the pass key?\nAnswer: ", answer=key, meta={},
+            question="\nWhat is the pass key?\nThe pass key is ", answer=key, meta={},
         )  # fmt: skip
 
     def _kv_recall(self, rng: random.Random, context_len: int, seed: int) -> LongContextSample:
@@ -193,7 +198,8 @@ class LongContextTasks:
             "kv_recall", seed, context_len, rng,
             header="Key-value pairs are hidden in the text below. Remember them.\n",
             filler="prose", needles=needles, depths=sorted(rng.random() for _ in range(n)),
-            question=f"\nWhat is the value of key {keys[asked]}?\nAnswer: ", answer=values[asked],
+            question=f"\nWhat is the value of key {keys[asked]}?\nThe value of key {keys[asked]} is ",
+            answer=values[asked],
             meta={"asked_index": asked, "n_pairs": n},
         )  # fmt: skip
 
@@ -220,7 +226,8 @@ class LongContextTasks:
             "var_track", seed, context_len, rng,
             header="Variable assignments are hidden in the text below. Track them.\n",
             filler="prose", needles=needles, depths=sorted(rng.random() for _ in needles),
-            question=f"\nWhat is the value of VAR {queried}?\nAnswer: ", answer=values[0],
+            question=f"\nWhat is the value of VAR {queried}?\nThe value of VAR {queried} is ",
+            answer=values[0],
             meta={"n_hops": hops, "n_chains": n_chains},
         )  # fmt: skip
 
@@ -237,7 +244,7 @@ class LongContextTasks:
             "code_needle", seed, context_len, rng,
             header="# Read the Python source below and remember the constants it defines.\n",
             filler="code", needles=[f"{name} = {value}\n"], depths=[rng.uniform(lo, hi)],
-            question=f"\n# Question: what is the value of {name}?\n# Answer: ", answer=value,
+            question=f"\n# Question: what is the value of {name}?\n# Answer: {name} = ", answer=value,
             meta={"name": name},
         )  # fmt: skip
 

@@ -1,7 +1,7 @@
 """The stages of `dsv32 demo`, in order. Each is a thin call into the library; what a stage does is
 in its title, and what it found is in its JSON result (headline + the data the report plots).
 
-Sizes come from the preset's recipe (`recipes/headline-<preset>.json`) and `DEMO_SIZES`.
+Sizes come from the preset's recipe (`dsv32/recipes/headline-<preset>.json`) and `DEMO_SIZES`.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from dsv32.data.io import atomic_write_lines, atomic_write_text
 from dsv32.envs.agents import make_agent
 from dsv32.envs.categories import category_names, get_category
 from dsv32.envs.format import save_environment
@@ -131,9 +132,7 @@ def synthesize_many(
         "sandbox_runs": sum(r["sandbox_runs"] for r in results),
         "tool_additions": sum(len(r["tool_additions"]) for r in results),
     }
-    tmp = out_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out_dir / "summary.json")
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
     logger.info(
         "synthesized %d environments, %d tasks in %.1fs", summary["n_envs"], summary["n_tasks"], elapsed
     )
@@ -141,11 +140,7 @@ def synthesize_many(
 
 
 def _write_jsonl(path: Path, items: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for item in items:
-            fh.write(json.dumps(item, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_lines(path, (json.dumps(item, sort_keys=True) + "\n" for item in items))
 
 
 def load_candidates(out_dir: str | Path) -> list[dict]:

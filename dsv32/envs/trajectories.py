@@ -11,9 +11,9 @@ trajectory is kept only if its replayed answer passes the verifier.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from dsv32.data.io import atomic_write_lines
 from dsv32.envs.categories import get_category
 from dsv32.envs.categories.base import Category, apply_setup, grade_answer
 from dsv32.envs.episode import memory_copy, open_readonly
@@ -88,10 +88,10 @@ def render_trajectory(
 
 def write_trajectories(env_dirs: list[Path], output: Path) -> int:
     """Render every task of every environment; write JSONL atomically; returns the count."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(output.suffix + ".tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
+
+    def lines():
+        nonlocal n
         for env_dir in env_dirs:
             env = load_environment(env_dir)
             category = get_category(env.category, env)
@@ -99,8 +99,9 @@ def write_trajectories(env_dirs: list[Path], output: Path) -> int:
             for task in env.tasks:
                 item = render_trajectory(category, pristine, task)
                 if item is not None:
-                    fh.write(json.dumps(item, ensure_ascii=False) + "\n")
                     n += 1
+                    yield json.dumps(item, ensure_ascii=False) + "\n"
             pristine.close()
-    os.replace(tmp, output)
+
+    atomic_write_lines(output, lines())
     return n

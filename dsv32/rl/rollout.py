@@ -117,8 +117,7 @@ class RolloutJob(abc.ABC):
         self.completions: list[str] = []
 
     @abc.abstractmethod
-    def wants_turn(self, n_ids: int) -> bool:
-        ...
+    def wants_turn(self, n_ids: int) -> bool: ...
 
     @abc.abstractmethod
     def on_turn(self, tokens: list[int]) -> list[int] | None:

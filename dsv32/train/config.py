@@ -19,6 +19,7 @@ from typing import Any
 STAGES = ("pretrain", "dsa-warmup", "dsa-sparse")
 SCHEDULES = ("cosine", "wsd", "constant")
 AUTOCAST = ("none", "bf16")
+TASK_LOSS = ("answer", "full")
 
 
 @dataclass
@@ -30,7 +31,9 @@ class DataConfig:
     cache_dir: str | None = None  # tokenizer and shard cache; None: <run_dir>/cache
     text_rows: int | None = None  # training rows of packed stdlib text (strided subset); None: all
     tasks: list[str] = field(default_factory=lambda: ["passkey", "kv_recall", "var_track", "code_needle"])
-    task_samples: int = 64  # training samples per task (loss on the answer only)
+    task_samples: int = 64  # training samples per task
+    induction_rows: int = 0  # synthetic rows of repeated random spans (dsv32.data.induction); 0: none
+    task_loss: str = "answer"  # "answer": loss on answer + EOS only; "full": on every token after BOS
     task_seed: int = 1
     n_pairs: int = 8
     n_hops: int = 3
@@ -101,6 +104,8 @@ class TrainConfig:
             self.index_topk is None or self.index_topk >= 1, f"index_topk must be >= 1, got {self.index_topk}"
         )
         need(isinstance(self.model_overrides, dict), "model_overrides must be a JSON object")
+        need(self.data.task_loss in TASK_LOSS, f"data.task_loss must be one of {TASK_LOSS}")
+        need(self.data.induction_rows >= 0, "data.induction_rows must be >= 0")
         need(self.data.task_samples >= 0 and self.data.eval_samples >= 0, "sample counts must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,7 +4,8 @@ by side with the dense model, plus the ablation that skips the warm-up.
 A recipe is JSON: `common` (TrainConfig keys shared by all stages), `stages` (`pretrain`,
 `dsa-warmup`, `dsa-sparse`: per-stage keys on top), optional `ablation` (keys on top of `dsa-sparse`
 for the no-warm-up run) and `eval` (`EvalSettings` keys; `extra: true` also evaluates the warmed-up
-model with sparse attention before sparse training). Names resolve to `recipes/headline-<name>.json`.
+model with sparse attention before sparse training). Names resolve to
+`dsv32/recipes/headline-<name>.json` (package data).
 
 Output directory: `pretrain/`, `warmup/`, `sparse/`, `sparse_no_warmup/` (run directories),
 `cache/` (tokenizer and shards, shared), `results.json`, `results.md` and `losses.png`,
@@ -28,7 +29,7 @@ from dsv32.train.state import latest_checkpoint
 
 log = logging.getLogger(__name__)
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 # (run directory, stage, run it starts from)
 RUNS = (
     ("pretrain", "pretrain", None),

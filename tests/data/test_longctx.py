@@ -88,7 +88,7 @@ def test_code_needle_is_early_and_named_uniquely(tasks, code_texts):
         s = tasks.sample("code_needle", 2048, seed)
         assert s.meta["depths"][0] < 0.4
         assert not any(s.meta["name"] in t for t in code_texts)
-        assert s.prompt.count(s.meta["name"]) == 2  # defined once, asked once
+        assert s.prompt.count(s.meta["name"]) == 3  # defined once, asked once, restated in the answer line
 
 
 def test_var_track_hops_and_chains(tokenizer, code_texts):
@@ -112,6 +112,23 @@ def test_training_example_masks_answer_and_eos_only(tasks, tokenizer):
     assert mask.sum() == len(s.answer_ids) + 1
     assert not mask[: len(s.prompt_ids)].any()
     assert tokenizer.decode(ids[mask][:-1]) == s.answer
+
+
+def test_full_loss_example_masks_every_token_but_bos(tasks):
+    s = tasks.sample("passkey", 512, 1)
+    ids, mask = training_example(s, full_loss=True)
+    assert np.array_equal(ids, training_example(s)[0])
+    assert not mask[0] and mask[1:].all()
+
+
+def test_question_restates_the_needle_up_to_the_value(tasks):
+    """The answer continues a phrase that occurs verbatim before it in the prompt (induction-style)."""
+    for task, tail in [("passkey", "The pass key is "), ("kv_recall", " is "), ("code_needle", " = ")]:
+        s = tasks.sample(task, 600, 2)
+        lead = s.prompt.rsplit("\n", 1)[1]
+        assert lead.endswith(tail)
+        phrase = lead.removeprefix("# Answer: ")
+        assert phrase + s.answer in s.prompt[: -len(lead)]
 
 
 def test_too_small_context_and_bad_task(tasks):

@@ -1,0 +1,56 @@
+"""Induction rows: every span is followed by its exact copy, rows are reproducible and in range."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dsv32.data.induction import InductionRows
+from dsv32.train.data import ordinary_token_range
+
+
+def _spans(tokens: np.ndarray) -> bool:
+    """True iff `tokens` splits into consecutive (span, same span) pairs of 8-64, the last possibly cut."""
+    pos = 0
+    while pos < len(tokens):
+        for n in range(8, 65):  # the first length whose copy matches (spans are random: no false hits)
+            if pos + n >= len(tokens):
+                return True  # the row ends inside a span or its copy
+            copy = tokens[pos + n : pos + 2 * n]
+            if np.array_equal(tokens[pos : pos + len(copy)], copy):
+                pos += 2 * n
+                break
+        else:
+            return False
+    return True
+
+
+def test_rows_are_span_copy_pairs_with_full_loss():
+    rows = InductionRows(5, seq_len=300, low=10, high=5000, seed=3)
+    for i in range(len(rows)):
+        tokens, mask = rows[i]
+        assert tokens.shape == mask.shape == (301,) and tokens.dtype == np.int64
+        assert tokens.min() >= 10 and tokens.max() < 5000
+        assert not mask[0] and mask[1:].all()
+        assert _spans(tokens)
+
+
+def test_rows_are_a_function_of_seed_and_index():
+    a, b = InductionRows(4, 128, 0, 100, seed=1), InductionRows(4, 128, 0, 100, seed=1)
+    assert all(np.array_equal(a[i][0], b[i][0]) for i in range(4))
+    assert not np.array_equal(a[0][0], a[1][0])
+    assert not np.array_equal(a[0][0], InductionRows(4, 128, 0, 100, seed=2)[0][0])
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="token range"):
+        InductionRows(1, 64, 5, 5)
+    with pytest.raises(IndexError, match="row 3 out of range"):
+        InductionRows(3, 64, 0, 10)[3]
+
+
+def test_ordinary_range_excludes_special_tokens(tokenizer):
+    low, high = ordinary_token_range(tokenizer)
+    assert high == tokenizer.vocab_size
+    assert all(not low <= i < high for i in tokenizer.special_tokens.values())
+    assert low == max(tokenizer.special_tokens.values()) + 1
