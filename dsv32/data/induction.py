@@ -6,26 +6,47 @@ possible by finding the first copy and reading what came next, so these rows gro
 small model trained on text + retrieval tasks, where only a handful of answer tokens per row need
 retrieval, spends its whole budget on local statistics first.
 
-Row i is a pure function of (seed, i): spans of 8-64 tokens drawn uniformly from the ordinary
-vocabulary ids `[low, high)`, each written twice, until the row of `seq_len + 1` tokens is full.
+Row i is a pure function of (seed, i): spans of 8-64 tokens drawn uniformly from `token_ids`, each
+written twice, until the row of `seq_len + 1` tokens is full. `copy_token_ids` picks the tokens that
+spell digits and capital letters, the material retrieval answers and keys are made of: copying is
+learned per token (embedding -> attention -> unembedding), so spans drawn from the whole vocabulary
+would spread the same steps over thousands of tokens the tasks never copy.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+
+_COPY_PIECE = re.compile(r"[0-9A-Z]+")
+
+
+def copy_token_ids(tokenizer) -> np.ndarray:
+    """Ids of the tokens whose text is only digits and capital letters (no special tokens)."""
+    special = set(tokenizer.special_tokens.values())
+    ids = [
+        i
+        for i in range(tokenizer.vocab_size)
+        if i not in special and _COPY_PIECE.fullmatch(tokenizer.decode([i]))
+    ]
+    if len(ids) < 16:
+        raise ValueError(f"the tokenizer has only {len(ids)} digit/capital-letter tokens; need >= 16")
+    return np.array(ids, dtype=np.int64)
 
 
 class InductionRows:
     """`n` rows of `seq_len + 1` tokens (see module doc); yields (tokens, mask) like other row sources."""
 
-    def __init__(self, n: int, seq_len: int, low: int, high: int, seed: int = 0, span=(8, 64)):
+    def __init__(self, n: int, seq_len: int, token_ids, seed: int = 0, span=(8, 64)):
+        token_ids = np.asarray(token_ids, dtype=np.int64)
         if n < 0 or seq_len < 2:
             raise ValueError(f"need n >= 0 and seq_len >= 2, got n={n}, seq_len={seq_len}")
-        if not 0 <= low < high:
-            raise ValueError(f"token range [{low}, {high}) is empty")
+        if token_ids.ndim != 1 or len(token_ids) < 2:
+            raise ValueError(f"token_ids must be a 1-D set of at least 2 ids, got shape {token_ids.shape}")
         if not 1 <= span[0] <= span[1]:
             raise ValueError(f"span lengths must satisfy 1 <= min <= max, got {span}")
-        self.n, self.seq_len, self.low, self.high, self.seed, self.span = n, seq_len, low, high, seed, span
+        self.n, self.seq_len, self.token_ids, self.seed, self.span = n, seq_len, token_ids, seed, span
 
     def __len__(self) -> int:
         return self.n
@@ -37,7 +58,8 @@ class InductionRows:
         width = self.seq_len + 1
         pieces, used = [], 0
         while used < width:
-            span = rng.integers(self.low, self.high, size=int(rng.integers(self.span[0], self.span[1] + 1)))
+            length = int(rng.integers(self.span[0], self.span[1] + 1))
+            span = self.token_ids[rng.integers(0, len(self.token_ids), size=length)]
             pieces += [span, span]
             used += 2 * len(span)
         tokens = np.concatenate(pieces)[:width].astype(np.int64)

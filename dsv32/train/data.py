@@ -3,8 +3,9 @@
 Training rows = a strided subset of packed stdlib text (`text_rows`, full next-token loss), then
 long-context task samples at context `seq_len + 1` (loss on the answer and EOS only, or on every
 token with `task_loss="full"`), one row each, then optional induction rows (`induction_rows`, see
-`dsv32.data.induction`); the loader shuffles them together. Validation: the first `val_rows` packed rows of the val split. Eval samples are
-drawn with a different seed (`eval_seed`), so they never coincide with training samples.
+`dsv32.data.induction`); the loader shuffles them together. Validation: the first `val_rows` packed
+rows of the val split. Eval samples are drawn with a different seed (`eval_seed`), so they never
+coincide with training samples.
 
 The tokenizer is trained on the corpus' train split when none is given and cached under
 `cache_dir` by (corpus fingerprint, vocabulary size); shards are cached by `dsv32.data.shards`.
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dsv32.data.corpus import Corpus, load_stdlib_corpus
-from dsv32.data.induction import InductionRows
+from dsv32.data.induction import InductionRows, copy_token_ids
 from dsv32.data.longctx import LongContextSample, LongContextTasks, TaskOptions, training_example
 from dsv32.data.packing import ConcatRows, PackedExamples, PackedTokens
 from dsv32.data.shards import corpus_shards
@@ -95,8 +96,8 @@ def build_stage_data(
     if examples:
         sources.append(PackedExamples(examples, seq_len, pad_id=tok.eos_id))
     if cfg.induction_rows:
-        low, high = ordinary_token_range(tok)
-        sources.append(InductionRows(cfg.induction_rows, seq_len, low, high, seed=cfg.task_seed))
+        ids = copy_token_ids(tok)
+        sources.append(InductionRows(cfg.induction_rows, seq_len, ids, seed=cfg.task_seed))
     if not sources:
         raise ValueError("no training rows: text_rows, task_samples and induction_rows are all 0")
     val_text = PackedTokens(corpus_shards(cache_dir / "shards", corpus, "val", tok), seq_len)
@@ -113,15 +114,6 @@ def build_stage_data(
         len(val),
     )
     return StageData(tok, ConcatRows(sources), val, eval_samples, tasks)
-
-
-def ordinary_token_range(tok: Tokenizer) -> tuple[int, int]:
-    """[low, high) ids holding no special token: after them (dsv32 BPEs put them first) or before
-    them (the official vocabulary puts them last)."""
-    special = sorted(tok.special_tokens.values()) or [-1]
-    if special[-1] + 1 < tok.vocab_size // 2:
-        return special[-1] + 1, tok.vocab_size
-    return 0, special[0]
 
 
 def rows_as_batch(rows, indices) -> tuple[np.ndarray, np.ndarray]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsv32.data.induction import InductionRows
-from dsv32.train.data import ordinary_token_range
+from dsv32.data.induction import InductionRows, copy_token_ids
 
 
 def _spans(tokens: np.ndarray) -> bool:
@@ -26,7 +25,7 @@ def _spans(tokens: np.ndarray) -> bool:
 
 
 def test_rows_are_span_copy_pairs_with_full_loss():
-    rows = InductionRows(5, seq_len=300, low=10, high=5000, seed=3)
+    rows = InductionRows(5, seq_len=300, token_ids=np.arange(10, 5000), seed=3)
     for i in range(len(rows)):
         tokens, mask = rows[i]
         assert tokens.shape == mask.shape == (301,) and tokens.dtype == np.int64
@@ -36,21 +35,24 @@ def test_rows_are_span_copy_pairs_with_full_loss():
 
 
 def test_rows_are_a_function_of_seed_and_index():
-    a, b = InductionRows(4, 128, 0, 100, seed=1), InductionRows(4, 128, 0, 100, seed=1)
+    ids = np.arange(100)
+    a, b = InductionRows(4, 128, ids, seed=1), InductionRows(4, 128, ids, seed=1)
     assert all(np.array_equal(a[i][0], b[i][0]) for i in range(4))
     assert not np.array_equal(a[0][0], a[1][0])
-    assert not np.array_equal(a[0][0], InductionRows(4, 128, 0, 100, seed=2)[0][0])
+    assert not np.array_equal(a[0][0], InductionRows(4, 128, ids, seed=2)[0][0])
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match="token range"):
-        InductionRows(1, 64, 5, 5)
+    with pytest.raises(ValueError, match="token_ids"):
+        InductionRows(1, 64, [5])
     with pytest.raises(IndexError, match="row 3 out of range"):
-        InductionRows(3, 64, 0, 10)[3]
+        InductionRows(3, 64, np.arange(10))[3]
 
 
-def test_ordinary_range_excludes_special_tokens(tokenizer):
-    low, high = ordinary_token_range(tokenizer)
-    assert high == tokenizer.vocab_size
-    assert all(not low <= i < high for i in tokenizer.special_tokens.values())
-    assert low == max(tokenizer.special_tokens.values()) + 1
+def test_copy_tokens_spell_digits_and_capitals_only(tokenizer):
+    ids = copy_token_ids(tokenizer)
+    texts = {tokenizer.decode([int(i)]) for i in ids}
+    assert {str(d) for d in range(10)} <= texts and {"A", "Z"} <= texts
+    assert all(t.isalnum() and t.upper() == t for t in texts)
+    assert not set(ids.tolist()) & set(tokenizer.special_tokens.values())
+    assert all(i in ids for i in tokenizer.encode("48213") + tokenizer.encode("QWERTY"))
