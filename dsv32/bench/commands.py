@@ -77,6 +77,9 @@ README_START, README_END = "<!-- bench-all:start -->", "<!-- bench-all:end -->"
 
 
 def _flatten(value, prefix: str = "") -> list[tuple[str, object]]:
+    """Nested dicts and lists of dicts as (`a.b.0.c`, leaf) pairs."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        value = dict(enumerate(value))
     if isinstance(value, dict):
         return [item for k, v in value.items() for item in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
     return [(prefix, value)]
