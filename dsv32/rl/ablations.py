@@ -71,6 +71,7 @@ CURVES = {
     "kl": "KL estimate per action token",
     "abs_ratio_dev_before_update": "|r - 1| before the first update",
     "opsm_masked_fraction": "OPSM-masked fraction of sequences",
+    "opsm_would_mask_fraction": "fraction meeting the OPSM criterion (masked only with OPSM on)",
     "length": "response length (sampled tokens)",
 }
 
@@ -107,7 +108,7 @@ def step_curves(history: list[dict]) -> dict[str, list[float]]:
         lengths = [rec[f"length/{k}"] for k in TASK_KINDS if f"length/{k}" in rec]
         out["reward"].append(sum(rewards) / len(rewards))
         out["length"].append(sum(lengths) / len(lengths))
-        for key in ("kl", "abs_ratio_dev_before_update", "opsm_masked_fraction"):
+        for key in ("kl", "abs_ratio_dev_before_update", "opsm_masked_fraction", "opsm_would_mask_fraction"):
             out[key].append(float(rec[key]))
     return out
 

@@ -259,7 +259,7 @@ def grpo_step(
             record["abs_ratio_dev_max_before_update"] = rates["abs_ratio_dev_max"]
             record["entropy"] = float(totals[-1]) / max(sums["action_tokens"], 1.0)
             record["lr"] = cfg.lr * lr_scale
-        for key in ("kl", "clip_fraction", "opsm_masked_fraction"):
+        for key in ("kl", "clip_fraction", "opsm_masked_fraction", "opsm_would_mask_fraction"):
             record[key] = record.get(key, 0.0) + rates[key] / cfg.mu  # mean over the mu updates
         record["grad_norm"] = grad_norm
     model.eval()

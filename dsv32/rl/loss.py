@@ -125,10 +125,10 @@ def grpo_loss(
     ratio = torch.exp(logp_theta - logp_old)  # [B, T], 1 off-action
     clipped = ratio.clamp(1.0 - config.clip_eps_low, 1.0 + config.clip_eps_high)
     policy_BT = torch.minimum(ratio * adv_B1, clipped * adv_B1)
-    if config.opsm:
-        seq_mask_B = opsm_mask(advantages_B, logp_old, logp_theta, action, config.opsm_delta)
-    else:
-        seq_mask_B = torch.ones_like(advantages_B, dtype=logp_theta.dtype)
+    # The OPSM criterion is evaluated even when the fix is off, so an ablation can report how many
+    # sequences it would have masked.
+    criterion_B = opsm_mask(advantages_B, logp_old, logp_theta, action, config.opsm_delta)
+    seq_mask_B = criterion_B if config.opsm else torch.ones_like(criterion_B)
     objective_BT = policy_BT * seq_mask_B.unsqueeze(1)
     if config.beta > 0:
         logp_ref = torch.where(action, logp_ref_BT.to(logp_theta.dtype), zero)
@@ -152,6 +152,7 @@ def grpo_loss(
             "action_tokens": float(act.sum()),
             "clipped_tokens": float((clip_active & action).sum()),
             "opsm_masked_sequences": float((1.0 - seq_mask_B).sum()),
+            "opsm_criterion_sequences": float((1.0 - criterion_B).sum()),
             "kl_sum": float(kl_det.sum()),
             "abs_ratio_dev_sum": float(((r - 1.0).abs() * act).sum()),
             "abs_ratio_dev_max": float(((r - 1.0).abs() * act).max()) if act.numel() else 0.0,
@@ -176,6 +177,7 @@ def loss_metrics(sums: dict[str, float]) -> dict[str, float]:
     return {
         "clip_fraction": sums.get("clipped_tokens", 0.0) / tokens,
         "opsm_masked_fraction": sums.get("opsm_masked_sequences", 0.0) / seqs,
+        "opsm_would_mask_fraction": sums.get("opsm_criterion_sequences", 0.0) / seqs,
         "kl": sums.get("kl_sum", 0.0) / tokens,
         "abs_ratio_dev_mean": sums.get("abs_ratio_dev_sum", 0.0) / tokens,
         "abs_ratio_dev_max": sums.get("abs_ratio_dev_max", 0.0),

@@ -51,9 +51,11 @@ def _flatten(cfg) -> dict:
 def test_step_curves_from_records():
     history = [
         {"reward/reasoning": 0.5, "reward/calc": -0.5, "length/reasoning": 10.0, "length/calc": 20.0,
-         "kl": 0.1, "abs_ratio_dev_before_update": 0.0, "opsm_masked_fraction": 0.25},
+         "kl": 0.1, "abs_ratio_dev_before_update": 0.0, "opsm_masked_fraction": 0.25,
+         "opsm_would_mask_fraction": 0.25},
         {"reward/reasoning": 1.0, "length/reasoning": 8.0,
-         "kl": 0.2, "abs_ratio_dev_before_update": 0.05, "opsm_masked_fraction": 0.0},
+         "kl": 0.2, "abs_ratio_dev_before_update": 0.05, "opsm_masked_fraction": 0.0,
+         "opsm_would_mask_fraction": 0.5},
     ]  # fmt: skip
     curves = step_curves(history)
     assert curves == {
@@ -61,6 +63,7 @@ def test_step_curves_from_records():
         "kl": [0.1, 0.2],
         "abs_ratio_dev_before_update": [0.0, 0.05],
         "opsm_masked_fraction": [0.25, 0.0],
+        "opsm_would_mask_fraction": [0.25, 0.5],
         "length": [15.0, 8.0],
     }
 
@@ -91,7 +94,8 @@ def test_every_run_starts_from_the_sft_weights(sft_dir, tmp_path, monkeypatch):
         n = len(seen)
         return [
             {"reward/reasoning": 0.1 * n + s, "length/reasoning": 5.0 + s, "kl": 0.01 * s,
-             "abs_ratio_dev_before_update": 0.0, "opsm_masked_fraction": 0.5 * s}
+             "abs_ratio_dev_before_update": 0.0, "opsm_masked_fraction": 0.5 * s,
+             "opsm_would_mask_fraction": 0.5 * s}
             for s in range(cfg.steps)
         ]  # fmt: skip
 

@@ -96,6 +96,7 @@ def test_two_gloo_processes_equal_one(tokenizer_file, tmp_path):
             "kl",
             "clip_fraction",
             "opsm_masked_fraction",
+            "opsm_would_mask_fraction",
             "entropy",
             "abs_ratio_dev_before_update",
         ):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dsv32.rl.logprobs import check_actions_kept, dense_keep_mask, token_logprobs
-from dsv32.rl.loss import GRPOConfig, grpo_loss, kl_estimate, opsm_mask
+from dsv32.rl.loss import GRPOConfig, grpo_loss, kl_estimate, loss_metrics, opsm_mask
 
 # A hand-built batch: 3 sequences, 5 positions; position 0 is the prompt, zeros are padding/forced.
 ACTION = [[0, 1, 1, 1, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 1]]
@@ -114,6 +114,11 @@ def test_opsm_decides_per_sequence_from_sampler_probs():
     assert out.seq_mask.tolist() == mask.tolist()
     off = grpo_loss(theta, old, adv, action, GRPOConfig(beta=0.0, opsm=False, opsm_delta=delta))
     assert off.seq_mask.tolist() == [1.0] * 6 and off.loss.item() != out.loss.item()
+    # With the fix off the criterion is still counted (for ablation curves), and nothing is masked.
+    assert out.metrics["opsm_masked_sequences"] == off.metrics["opsm_criterion_sequences"] == 1.0
+    assert off.metrics["opsm_masked_sequences"] == 0.0
+    rates = loss_metrics(off.metrics)
+    assert rates["opsm_masked_fraction"] == 0.0 and rates["opsm_would_mask_fraction"] == pytest.approx(1 / 6)
 
 
 def _categoricals(seed: int, v: int = 7):
