@@ -94,7 +94,10 @@ class MoE(nn.Module):
         weights = routing.weights.flatten()[order].to(x_ND.dtype)
         start = 0
         for expert, count in zip(self.experts, counts):
-            if count:
+            # While training, idle experts still run (on zero rows) so that every expert has a
+            # gradient, if only zeros: data-parallel ranks then reduce the same set of tensors
+            # (FSDP2's reduce-scatter and DDP both require it).
+            if count or torch.is_grad_enabled():
                 rows = tokens[start : start + count]
                 y_ND.index_add_(0, rows, expert(x_ND[rows]) * weights[start : start + count, None])
             start += count

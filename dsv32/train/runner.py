@@ -100,8 +100,8 @@ def train_stage(
     if config.vocab_size < data.tokenizer.vocab_size:
         raise ValueError(f"model vocab {config.vocab_size} < tokenizer vocab {data.tokenizer.vocab_size}")
     model = build_model(config, device=ctx.device, seed=cfg.seed)
-    if init_ckpt is not None and resume_ckpt is None:
-        load_model_weights(model, init_ckpt, config)
+    if source_dir is not None:  # before wrapping: FSDP2 turns parameters into shards
+        load_model_weights(model, source_dir, config)
     set_trainable(model, spec)
     wrapped = wrap_model(model, ctx, cfg.parallel)
     optimizer = build_optimizer(model, cfg)
@@ -110,7 +110,7 @@ def train_stage(
     )
     start = 0
     if resume_ckpt is not None:
-        state = load_training_checkpoint(resume_ckpt, model, config, optimizer)
+        state = load_training_checkpoint(resume_ckpt, model, optimizer)
         loader.load_state_dict(state["loader"])
         start = state["step"]
         log.info("resumed %s at step %d from %s", cfg.stage, start, resume_ckpt)

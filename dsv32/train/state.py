@@ -131,14 +131,17 @@ def load_model_weights(model: torch.nn.Module, directory: Path, config: ModelCon
 
 
 def load_training_checkpoint(
-    directory: Path, model: torch.nn.Module, config: ModelConfig, optimizer: torch.optim.Optimizer
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
-    """Restore model, optimizer and RNG in place; returns the trainer state (step, loader position)."""
+    """Restore optimizer and RNG in place; returns the trainer state (step, loader position).
+
+    The model's weights are loaded separately, before DDP/FSDP wrapping (`load_model_weights`):
+    FSDP2 parameters are shards, which a full-tensor copy would replace instead of fill. The
+    optimizer state goes through `set_optimizer_state_dict`, which shards it to match."""
     state_path = directory / TRAINER_STATE
     if not state_path.is_file():
         raise FileNotFoundError(f"{directory} has no {TRAINER_STATE}: not a training checkpoint")
     trainer_state = json.loads(state_path.read_text())
-    load_model_weights(model, directory, config)
     groups = json.loads((directory / OPTIM_GROUPS).read_text())
     state: dict[str, dict[str, torch.Tensor]] = {}
     rng = None

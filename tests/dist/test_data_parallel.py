@@ -33,10 +33,12 @@ def data_cfg(tmp_path_factory) -> DataConfig:
     )  # fmt: skip
 
 
-def _torchrun(cfg: TrainConfig, tmp: Path, name: str, init_from: Path | None = None) -> dict:
+def _torchrun(
+    cfg: TrainConfig, tmp: Path, name: str, init_from: Path | None = None, stop_after: int | None = None
+) -> dict:
     cfg_path, out = tmp / f"{name}.json", tmp / f"{name}-out.json"
     cfg.to_json(cfg_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STOP_AFTER": str(stop_after or "")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(WORKER), str(cfg_path), str(tmp / name), str(out)]  # fmt: skip
     cmd += [str(init_from)] if init_from else []
@@ -66,17 +68,30 @@ def test_two_processes_match_one(parallel, data_cfg, tmp_path):
     assert double["final_eval"]["val_loss"] == pytest.approx(single.final_eval["val_loss"], rel=1e-5)
 
 
-def test_two_process_sparse_stage_matches_one(data_cfg, tmp_path):
+@pytest.mark.parametrize("stage", ["dsa-warmup", "dsa-sparse"])
+def test_two_process_dsa_stage_matches_one(stage, data_cfg, tmp_path):
     pre = train_stage(
         TrainConfig(stage="pretrain", seq_len=128, batch_size=4, steps=1, data=data_cfg),
         tmp_path / "pre",
         progress=False,
     ).checkpoint
-    common = dict(
-        stage="dsa-sparse", seq_len=128, steps=2, lr=1e-3, warmup_steps=0, index_topk=16, data=data_cfg
-    )
+    common = dict(stage=stage, seq_len=128, steps=2, lr=1e-3, warmup_steps=0, index_topk=16, data=data_cfg)
     single = train_stage(
         TrainConfig(batch_size=4, **common), tmp_path / "single", init_from=pre, progress=False
     )
     double = _torchrun(TrainConfig(batch_size=2, **common), tmp_path, "double", init_from=pre)
     _compare(single.metrics, double["metrics"], keys=("lm_loss", "indexer_kl"))
+
+
+def test_fsdp_resume_continues_exactly(data_cfg, tmp_path):
+    """Two FSDP2 processes stopped after step 2 and resumed match an uninterrupted 2-process run."""
+    cfg = TrainConfig(
+        stage="pretrain", seq_len=128, batch_size=2, steps=4, lr=3e-3, warmup_steps=1, save_every=2,
+        data=data_cfg, parallel="fsdp",
+    )  # fmt: skip
+    full = _torchrun(cfg, tmp_path, "full")["metrics"]
+    first = _torchrun(cfg, tmp_path, "cut", stop_after=2)["metrics"]
+    second = _torchrun(cfg, tmp_path, "cut")["metrics"]
+    assert [m["step"] for m in first + second] == [1, 2, 3, 4]
+    assert [m["lm_loss"] for m in first + second] == [m["lm_loss"] for m in full]
+    assert [m["grad_norm"] for m in first + second] == [m["grad_norm"] for m in full]
