@@ -135,9 +135,9 @@ def load_training_checkpoint(
 ) -> dict[str, Any]:
     """Restore optimizer and RNG in place; returns the trainer state (step, loader position).
 
-    The model's weights are loaded separately, before DDP/FSDP wrapping (`load_model_weights`):
-    FSDP2 parameters are shards, which a full-tensor copy would replace instead of fill. The
-    optimizer state goes through `set_optimizer_state_dict`, which shards it to match."""
+    The model's weights are loaded separately by the caller, before DDP/FSDP wrapping, by the same
+    `load_model_weights` call as `--init-from`; the optimizer state goes through
+    `set_optimizer_state_dict`, which shards it to match the wrapped model."""
     state_path = directory / TRAINER_STATE
     if not state_path.is_file():
         raise FileNotFoundError(f"{directory} has no {TRAINER_STATE}: not a training checkpoint")
