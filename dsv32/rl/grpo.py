@@ -45,31 +45,19 @@ from dsv32.rl.sft import pad_id_of
 from dsv32.rl.tasks import generate_tasks
 from dsv32.rl.tool_tasks import CalcEpisode, generate_calc_tasks
 from dsv32.train.distributed import DistContext, all_reduce_sum, wrap_model
-from dsv32.train.optim import build_optimizer, set_lr
+from dsv32.train.optim import OptimizerSettings, build_optimizer, set_lr
 
 log = logging.getLogger(__name__)
 TASK_KINDS = ("reasoning", "calc")
 
 
 @dataclass
-class GRPORunConfig:
+class GRPORunConfig(OptimizerSettings):
     steps: int = 20
     prompts_per_step: int = 8
     group_size: int = 4
     mu: int = 1
     micro_batch: int = 16
-    lr: float = 2e-4
-    indexer_lr: float | None = None
-    warmup_steps: int = 0
-    schedule: str = "constant"
-    decay_steps: int = 0
-    min_lr_ratio: float = 1.0
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    grad_clip: float = 1.0
-    bias_update_gamma: float = 1e-3
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0

@@ -29,27 +29,19 @@ from dsv32.chat.tokens import PAD
 from dsv32.chat.training_view import render_training_view
 from dsv32.model.moe import update_expert_bias
 from dsv32.model.transformer import DeepseekV32ForCausalLM
-from dsv32.train.optim import build_optimizer, set_lr
+from dsv32.train.optim import OptimizerSettings, build_optimizer, set_lr
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(OptimizerSettings):
     steps: int = 200
     batch_size: int = 16
     lr: float = 3e-3
-    indexer_lr: float | None = None
     warmup_steps: int = 10
     schedule: str = "cosine"
-    decay_steps: int = 0
     min_lr_ratio: float = 0.1
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    grad_clip: float = 1.0
-    bias_update_gamma: float = 1e-3
     max_len: int = 512
     attention: str = "dense"
     seed: int = 0
