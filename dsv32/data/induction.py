@@ -1,10 +1,10 @@
 """Induction rows: random token spans each followed by an exact repeat, with loss on every token.
 
 A synthetic curriculum for small models: predicting the second copy of a random span is only
-possible by finding the first copy and reading what came next, so these rows grow the copying
-("induction") heads that long-context retrieval relies on, in a few hundred steps. Without them a
-small model trained on text + retrieval tasks, where only a handful of answer tokens per row need
-retrieval, spends its whole budget on local statistics first.
+possible by finding the first copy and reading what came next, which is the copying ("induction")
+circuit long-context retrieval relies on; in text + retrieval-task rows only a handful of answer
+tokens per row need it. How many steps the circuit takes to form depends on model and data (see
+README: in the small preset it had not formed after 640 steps of 16 x 128-token rows).
 
 Row i is a pure function of (seed, i): spans of 8-64 tokens drawn uniformly from `token_ids`, each
 written twice, until the row of `seq_len + 1` tokens is full. `copy_token_ids` picks the tokens that

@@ -12,7 +12,8 @@ Four tasks, each sample a prompt and a short exact answer (digits):
 Layout in token ids: `BOS, header, filler..., needle, filler..., needle, ..., question | answer, EOS`.
 The question ends by restating the needle's own words up to the value ("The pass key is ",
 "The value of key KEY is ", "# Answer: NAME = "), so the answer continues a phrase seen in the
-context: retrieval then is what induction-style copying heads do, which small models learn early.
+context: retrieval then is what induction-style copying heads do (match the phrase, copy what
+followed it), with no separate question-answer mapping to learn.
 Pieces are encoded separately and concatenated, so a sample's canonical form is its ids (the
 `prompt` text is their decoding). The filler is cut to make prompt + answer + EOS exactly
 `context_len` tokens; needles are placed at line starts of the filler (a depth drawn by the
@@ -127,8 +128,8 @@ def accuracy(samples: Sequence[LongContextSample], predictions: Sequence[str]) -
 
 def training_example(sample: LongContextSample, full_loss: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(ids, loss_mask) for prompt + answer + EOS; the mask is True on answer and EOS tokens only,
-    or on every token after BOS with `full_loss` (next-token loss on the filler too, which is what
-    lets a small model grow the copying heads retrieval needs from a few hundred rows).
+    or on every token after BOS with `full_loss` (next-token loss on the filler too: many supervised
+    tokens per row instead of the handful of answer tokens).
 
     `loss_mask[j]` says whether token j is a training target (predicted from tokens < j).
     """
