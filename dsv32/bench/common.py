@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from dsv32.config import atomic_write_text
+from dsv32.data.io import atomic_write, atomic_write_text
 
 
 def median_time(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
@@ -71,8 +71,5 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def save_figure(fig, path: Path) -> None:
-    """Write a matplotlib figure atomically (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
+    """Write a matplotlib figure as PNG atomically."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))

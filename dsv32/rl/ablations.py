@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 from dsv32.checkpoint import load_model, save_checkpoint
-from dsv32.config import atomic_write_text, preset
+from dsv32.config import preset
+from dsv32.data.io import atomic_write, atomic_write_text
 from dsv32.rl.evaluate import pass_at_1
 from dsv32.rl.grpo import TASK_KINDS, GRPORunConfig, run_grpo
 from dsv32.rl.presets import ablation, grpo_preset
@@ -248,7 +249,5 @@ def plot_curves(results: dict[str, dict], out: Path) -> list[str]:
 
 
 def _save(fig, path: Path) -> str:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    tmp.replace(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
     return path.name
