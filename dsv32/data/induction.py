@@ -4,7 +4,7 @@ A synthetic curriculum for small models: predicting the second copy of a random 
 possible by finding the first copy and reading what came next, which is the copying ("induction")
 circuit long-context retrieval relies on; in text + retrieval-task rows only a handful of answer
 tokens per row need it. How many steps the circuit takes to form depends on model and data (see
-README: in the small preset it had not formed after 640 steps of 16 x 128-token rows).
+README: in the small preset it had not formed after 1,050 steps of 16 x 128-token rows).
 
 Row i is a pure function of (seed, i): spans of 8-64 tokens drawn uniformly from `token_ids`, each
 written twice, until the row of `seq_len + 1` tokens is full. `copy_token_ids` picks the tokens that
