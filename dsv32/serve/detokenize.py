@@ -8,8 +8,10 @@ The concatenation of everything released, plus `flush()`, equals `tokenizer.deco
 Ids the tokenizer does not have (a model's embedding table is often larger than its vocabulary,
 as DeepSeek-V3.2's is) stand for no text: they are skipped, never an error.
 
-`StopMatcher`: finds the first of the stop strings in a text stream; text is released only once no
-stop string can start inside it, so a stop string is never partly sent to a client.
+`StopMatcher`: stops a text stream where the first stop string is complete (the shortest prefix that
+contains one), cutting at the earliest start among the stop strings inside that prefix; text is
+released only once no stop string can start inside it, so a stop string is never partly sent to a
+client. Defined on prefixes, the result does not depend on how the stream is chunked.
 """
 
 from __future__ import annotations
@@ -96,10 +98,10 @@ class StopMatcher:
         if not self.stops:
             out, self._held = self._held, ""
             return out
-        found = [(self._held.find(s), s) for s in self.stops]
-        found = [(at, s) for at, s in found if at >= 0]
-        if found:
-            at = min(found)[0]
+        ends = [at + len(s) for s in self.stops if (at := self._held.find(s)) >= 0]
+        if ends:
+            complete = self._held[: min(ends)]  # the shortest prefix holding a whole stop string
+            at = min(i for s in self.stops if (i := complete.find(s)) >= 0)
             self.stopped = True
             out, self._held = self._held[:at], ""
             return out

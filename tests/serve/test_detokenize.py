@@ -34,13 +34,24 @@ def test_token_bytes_concatenate_to_the_utf8_text(tokenizer):
 )
 @settings(max_examples=300, deadline=None)
 def test_stop_matcher_equals_one_shot_truncation_for_any_chunking(text, stops, cuts):
-    hits = [text.find(s) for s in stops if s in text]
+    # Reference: the shortest prefix that contains a stop string, cut at the earliest stop inside it.
+    ends = [e for e in range(len(text) + 1) if any(s in text[:e] for s in stops)]
+    hits = [text[: ends[0]].find(s) for s in stops if s in text[: ends[0]]] if ends else []
     expected = text[: min(hits)] if hits else text
     matcher = StopMatcher(stops)
     bounds = [0, *sorted(min(c, len(text)) for c in cuts), len(text)]
     out = "".join(matcher.feed(text[a:b]) for a, b in zip(bounds, bounds[1:])) + matcher.flush()
     assert out == expected
     assert matcher.stopped == bool(hits)
+
+
+def test_stop_matcher_stops_at_the_first_complete_stop():
+    """A longer stop string that began earlier but completes later never gets the chance."""
+    for chunks in (["?.?"], ["?.", "?"], ["?", ".", "?"]):
+        matcher = StopMatcher([".", "?.?"])
+        assert "".join(matcher.feed(c) for c in chunks) + matcher.flush() == "?"
+    matcher = StopMatcher(["b", "abc"])
+    assert matcher.feed("xab") + matcher.flush() == "xa"
 
 
 def test_histogram_buckets_are_cumulative():
