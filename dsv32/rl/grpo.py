@@ -44,8 +44,9 @@ from dsv32.rl.sampler import SamplingParams
 from dsv32.rl.sft import pad_id_of
 from dsv32.rl.tasks import generate_tasks
 from dsv32.rl.tool_tasks import CalcEpisode, generate_calc_tasks
+from dsv32.train.config import OptimizerSettings
 from dsv32.train.distributed import DistContext, all_reduce_sum, wrap_model
-from dsv32.train.optim import OptimizerSettings, build_optimizer, set_lr
+from dsv32.train.optim import build_optimizer, set_lr
 
 log = logging.getLogger(__name__)
 TASK_KINDS = ("reasoning", "calc")

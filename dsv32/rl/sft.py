@@ -29,7 +29,8 @@ from dsv32.chat.tokens import PAD
 from dsv32.chat.training_view import render_training_view
 from dsv32.model.moe import update_expert_bias
 from dsv32.model.transformer import DeepseekV32ForCausalLM
-from dsv32.train.optim import OptimizerSettings, build_optimizer, set_lr
+from dsv32.train.config import OptimizerSettings
+from dsv32.train.optim import build_optimizer, set_lr
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,26 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
+class OptimizerSettings:
+    """The AdamW, schedule and MoE-bias fields that `train.optim.build_optimizer` and `set_lr` read
+    (besides `steps`); `TrainConfig` and the post-training configs extend it."""
+
+    lr: float = 2e-4
+    indexer_lr: float | None = None  # lr of the indexer parameter groups; None: lr
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    decay_steps: int = 0  # wsd: length of the final linear decay; 0: 20% of steps
+    min_lr_ratio: float = 1.0
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+    bias_update_gamma: float = 1e-3  # MoE aux-loss-free bias step (not in dsa-warmup: routing frozen)
+
+
+@dataclass
+class TrainConfig(OptimizerSettings):
     stage: str = "pretrain"
     preset: str = "tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -53,17 +72,10 @@ class TrainConfig:
     grad_accum: int = 1
     steps: int = 100
     lr: float = 1e-3
-    indexer_lr: float | None = None  # lr of the indexer parameter groups; None: lr
     min_lr_ratio: float = 0.1
     warmup_steps: int = 10
     schedule: str = "cosine"
-    decay_steps: int = 0  # wsd: length of the final linear decay; 0: 20% of steps
     weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
-    bias_update_gamma: float = 1e-3  # MoE aux-loss-free bias step (not in dsa-warmup: routing frozen)
     balance_loss_weight: float = 0.0  # optional sequence-wise balance loss
     indexer_loss_weight: float = 1.0
     index_topk: int | None = None  # dsa stages: top-k (None: model config)

@@ -17,31 +17,11 @@ Schedules (step s = 0, 1, ..., counted in optimizer steps; W warm-up steps, N to
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from dsv32.train.config import TrainConfig
-
-
-@dataclass
-class OptimizerSettings:
-    """The AdamW, schedule and MoE-bias fields that `build_optimizer` and `set_lr` read (besides
-    `steps`); the post-training configs extend it (`TrainConfig` has the same fields)."""
-
-    lr: float = 2e-4
-    indexer_lr: float | None = None  # lr of the indexer parameter groups; None: lr
-    warmup_steps: int = 0
-    schedule: str = "constant"
-    decay_steps: int = 0  # wsd: length of the final linear decay; 0: 20% of steps
-    min_lr_ratio: float = 1.0
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
-    bias_update_gamma: float = 1e-3  # MoE aux-loss-free bias step
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
