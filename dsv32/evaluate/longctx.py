@@ -76,7 +76,8 @@ def val_loss(model, rows, attention: str, index_topk: int | None, batch_size: in
         picked = [rows[i] for i in range(start, min(len(rows), start + batch_size))]
         tokens = torch.stack([torch.from_numpy(r[0]).long() for r in picked])
         mask = torch.stack([torch.from_numpy(r[1]) for r in picked])
-        logits = model(tokens[:, :-1], attention=attention, index_topk=index_topk).logits
+        out = model(tokens[:, :-1], attention=attention, index_topk=index_topk, logits_at=mask[:, 1:])
+        logits = out.logits
         total += float(masked_ce_sum(logits, tokens[:, 1:], mask[:, 1:]))
         count += float(mask[:, 1:].sum())
     return total / max(count, 1.0)

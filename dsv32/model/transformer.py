@@ -22,7 +22,7 @@ from dsv32.model.rope import rope_cos_sin
 
 @dataclass
 class CausalLMOutput:
-    logits: torch.Tensor  # [B, T, V]
+    logits: torch.Tensor  # [B, T, V]; [N, V] (the true positions, row-major) when `logits_at` is given
     topk_indices: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, T, k]
     index_scores: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, T, S]
     routing: dict[int, torch.Tensor] = field(default_factory=dict)  # MoE layer -> expert ids [B, T, k]
@@ -104,6 +104,7 @@ class DeepseekV32ForCausalLM(nn.Module):
         balance_loss: bool = False,
         sparse_impl: str = "auto",
         index_topk: int | None = None,
+        logits_at: torch.Tensor | None = None,
     ) -> CausalLMOutput:
         """Run the model on token ids [B, T].
 
@@ -115,6 +116,9 @@ class DeepseekV32ForCausalLM(nn.Module):
         indexer_loss: None, "dense" (warm-up KL) or "sparse" (KL over the selected set).
         balance_loss: also compute the sequence-wise MoE balance loss.
         index_topk: override the config's top-k (e.g. to evaluate other budgets).
+        logits_at: bool [B, T]; project only these positions to the vocabulary (out.logits is then
+            [N, V]). Losses on a few tokens per row (answers, assistant turns) skip the rest of the
+            output head, which at small widths costs as much as the layers.
         """
         b, t = input_ids.shape
         if positions is None:
@@ -150,6 +154,11 @@ class DeepseekV32ForCausalLM(nn.Module):
             else:
                 mlp_out = block.mlp(mlp_in)
             h = h + mlp_out
+        if logits_at is not None:
+            if logits_at.shape != (b, t):
+                got = tuple(logits_at.shape)
+                raise ValueError(f"logits_at: expected a bool mask of shape {(b, t)}, got {got}")
+            h = h[logits_at]
         out.logits = self.lm_head(self.model.norm(h))
         out.indexer_loss = torch.stack(kl_terms).sum() if kl_terms else None
         out.balance_loss = torch.stack(balance_terms).sum() if balance_terms else None
@@ -158,7 +167,10 @@ class DeepseekV32ForCausalLM(nn.Module):
     def lm_loss(
         self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Mean next-token cross-entropy over positions where mask is true (all when mask is None)."""
+        """Mean next-token cross-entropy over positions where mask is true (all when mask is None).
+        Logits of the masked positions only ([N, V], see `forward(logits_at=)`) pair with targets[mask]."""
+        if mask is not None and logits.dim() == 2:
+            return F.cross_entropy(logits.float(), targets[mask]) if mask.any() else logits.sum() * 0.0
         losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
         if mask is None:
             return losses.mean()

@@ -90,7 +90,7 @@ def collate(rows: list[TokenizedExample], pad_id: int) -> tuple[torch.Tensor, to
 
 def sft_loss(model: DeepseekV32ForCausalLM, ids: torch.Tensor, mask: torch.Tensor, attention: str = "dense"):
     """(loss, model output): cross-entropy of ids[:, t+1] from position t where mask[:, t+1]."""
-    out = model(ids[:, :-1], attention=attention)
+    out = model(ids[:, :-1], attention=attention, logits_at=mask[:, 1:])
     return model.lm_loss(out.logits, ids[:, 1:], mask[:, 1:]), out
 
 

@@ -72,6 +72,18 @@ def cmd_bench_precision(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_head(args: argparse.Namespace) -> int:
+    from dsv32.train.bench import compare_output_head
+
+    r = compare_output_head(args.preset, args.seq_len, args.batch_size, args.supervised, args.repeats)
+    print(f"{'output head':16s} {'seconds/step':>12s} {'loss':>8s}")
+    print(f"{'all positions':16s} {r['all_positions_seconds']:12.3f} {r['loss_all_positions']:8.4f}")
+    print(f"{'supervised only':16s} {r['supervised_only_seconds']:12.3f} {r['loss_supervised_only']:8.4f}")
+    print(f"speedup {r['speedup']:.2f}x")
+    print(json.dumps(r))
+    return 0
+
+
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(title="verbs", metavar="verb")
     helps = {
@@ -118,6 +130,16 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--attention", default="dense", choices=("dense", "sparse"))
     p.set_defaults(func=cmd_bench_precision)
+
+    p = sub.add_parser(
+        "bench-head", help="loss on a few tokens per row: output head at every position vs those only"
+    )
+    p.add_argument("--preset", default="small", choices=("tiny", "small"))
+    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--supervised", type=int, default=8, help="supervised tokens per row")
+    p.add_argument("--repeats", type=int, default=3)
+    p.set_defaults(func=cmd_bench_head)
     from dsv32.rl.commands import register_verbs  # post-training verbs: sft, grpo, post-recipe
 
     register_verbs(sub)

@@ -38,9 +38,9 @@ Hook = Callable[["Trainer", int, dict], None]
 
 
 def masked_ce_sum(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of next-token cross-entropies where mask is true (fp32)."""
-    losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-    return (losses * mask.flatten().float()).sum()
+    """Sum of next-token cross-entropies where mask is true (fp32); `logits` are those of the masked
+    positions only ([N, V], the model's `logits_at=mask`)."""
+    return F.cross_entropy(logits.float(), targets[mask], reduction="sum")
 
 
 @dataclass
@@ -90,7 +90,7 @@ class Trainer:
             sync_ctx = no_sync() if (no_sync is not None and not last) else contextlib.nullcontext()
             with sync_ctx:
                 with self._autocast():
-                    out = self._forward(self.wrapped, batch.inputs)
+                    out = self._forward(self.wrapped, batch.inputs, logits_at=batch.loss_mask)
                     lm_sum = masked_ce_sum(out.logits, batch.targets, batch.loss_mask)
                 loss = lm_sum.new_zeros(())
                 if spec.train_lm:
@@ -158,7 +158,12 @@ class Trainer:
             tokens = torch.stack([torch.from_numpy(r[0]).long() for r in picked]).to(self.ctx.device)
             mask = torch.stack([torch.from_numpy(r[1]) for r in picked]).to(self.ctx.device)
             with self._autocast():
-                out = module(tokens[:, :-1], attention=self.spec.attention, index_topk=self.cfg.index_topk)
+                out = module(
+                    tokens[:, :-1],
+                    attention=self.spec.attention,
+                    index_topk=self.cfg.index_topk,
+                    logits_at=mask[:, 1:],
+                )
             total += float(masked_ce_sum(out.logits, tokens[:, 1:], mask[:, 1:]))
             count += float(mask[:, 1:].sum())
         return total / max(count, 1.0)

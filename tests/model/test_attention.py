@@ -169,3 +169,24 @@ def test_indexer_emulation_switches_in_the_model(tiny_config):
                     for i in base.topk_indices
                 ) / len(base.topk_indices)
                 assert agree > 0.8
+
+
+def test_logits_at_projects_only_the_masked_positions(tiny_model, tiny_config):
+    ids = torch.randint(2, tiny_config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(2, 12, dtype=torch.bool)
+    mask[0, [3, 7, 11]] = True
+    mask[1, 5] = True
+    full = tiny_model(ids).logits
+    picked = tiny_model(ids, logits_at=mask).logits
+    assert picked.shape == (4, tiny_config.vocab_size)
+    torch.testing.assert_close(picked, full[mask], rtol=1e-5, atol=1e-5)
+    # the masked loss and its gradient are those of the full-logit loss
+    targets = ids.roll(-1, 1)
+    grads = []
+    for logits_at in (None, mask):
+        tiny_model.zero_grad()
+        tiny_model.lm_loss(tiny_model(ids, logits_at=logits_at).logits, targets, mask).backward()
+        grads.append(tiny_model.model.embed_tokens.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="logits_at"):
+        tiny_model(ids, logits_at=mask[:, :5])

@@ -22,8 +22,9 @@ def test_sft_loss_is_cross_entropy_on_assistant_tokens_only(tmp_path):
     rows = tokenize_examples(ex[:4], tok, 1024)
     ids, mask = collate(rows, 2)
     model = build_model(preset("tiny"), seed=0)
-    loss, out = sft_loss(model, ids, mask)
-    logp = torch.log_softmax(out.logits.float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    loss, _ = sft_loss(model, ids, mask)
+    full_logits = model(ids[:, :-1]).logits  # every position, then the assistant ones picked here
+    logp = torch.log_softmax(full_logits.float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
     m = mask[:, 1:]
     assert loss.item() == pytest.approx(-(logp[m]).mean().item(), rel=1e-5)
     # the trained text of a reasoning example is exactly reasoning</think>answer<EOS>

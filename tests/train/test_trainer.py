@@ -104,4 +104,4 @@ def test_masked_ce_sum_matches_reference():
         torch.nn.functional.cross_entropy(logits[b, t][None], targets[b, t][None])
         for b in range(2) for t in range(5) if mask[b, t]
     )  # fmt: skip
-    assert float(masked_ce_sum(logits, targets, mask)) == pytest.approx(float(ref), rel=1e-6)
+    assert float(masked_ce_sum(logits[mask], targets, mask)) == pytest.approx(float(ref), rel=1e-6)
