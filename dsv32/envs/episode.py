@@ -53,6 +53,7 @@ class Episode:
         )
         self._lock = threading.Lock()
         self._n_calls = 0
+        self._owns_pristine = False  # from_env opened it, so close() closes it too
 
     @staticmethod
     def from_env(env: Environment | str | Path, task_id: str | None = None) -> Episode:
@@ -62,7 +63,9 @@ class Episode:
             raise ValueError(f"environment {env.env_id} has no tasks")
         task = env.task(task_id) if task_id is not None else env.tasks[0]
         category = get_category(env.category, env)
-        return Episode(category, open_readonly(env.db_path), task)
+        episode = Episode(category, open_readonly(env.db_path), task)
+        episode._owns_pristine = True
+        return episode
 
     def tools(self) -> list[dict]:
         return [self.caller.library[name].spec.openai() for name in self.task.tools]
@@ -107,3 +110,5 @@ class Episode:
 
     def close(self) -> None:
         self.db.close()
+        if self._owns_pristine:
+            self.pristine.close()

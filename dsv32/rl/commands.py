@@ -30,6 +30,21 @@ def _sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_mix_args(args: argparse.Namespace) -> dict:
+    """GRPORunConfig fields from --task-mix / --env-dir / --env-levels / --max-turns."""
+    out: dict = {"max_turns": args.max_turns}
+    if args.env_dir:
+        out["env_dir"] = args.env_dir
+        out["env_levels"] = tuple(int(v) for v in args.env_levels.split(","))
+    mix = args.task_mix or ("reasoning=1,calc=1,env=1" if args.env_dir else None)
+    if mix:
+        try:
+            out["task_mix"] = {k.strip(): float(v) for k, v in (part.split("=") for part in mix.split(","))}
+        except ValueError:
+            raise SystemExit(f"--task-mix: expected KIND=WEIGHT[,KIND=WEIGHT...], got {mix!r}") from None
+    return out
+
+
 def _grpo(args: argparse.Namespace) -> int:
     from dsv32.checkpoint import load_model, save_checkpoint
     from dsv32.rl.grpo import run_grpo
@@ -46,6 +61,7 @@ def _grpo(args: argparse.Namespace) -> int:
         group_size=args.group,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
+        **_task_mix_args(args),
     )
     cfg = ablation(cfg, args.ablation)
     ctx = init_distributed("cpu")
@@ -103,6 +119,12 @@ def register_verbs(sub) -> None:
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--group", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--max-turns", type=int, default=3, help="assistant turns per tool episode")
+    p.add_argument(
+        "--task-mix", default=None, help="e.g. reasoning=0.4,calc=0.3,env=0.3 (default: reasoning=1,calc=1)"
+    )
+    p.add_argument("--env-dir", default=None, help="synthesized environments (dsv32 envs synth) for kind env")
+    p.add_argument("--env-levels", default="1,2,3", help="levels of the environment tasks trained on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_grpo)

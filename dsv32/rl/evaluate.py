@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from dsv32.rl.env_tasks import EnvTask
 from dsv32.rl.rewards import RewardConfig
 from dsv32.rl.rollout import episode_jobs, reasoning_jobs, run_groups
 from dsv32.rl.sampler import SamplingParams
@@ -28,28 +29,36 @@ def pass_at_1(
     max_turns: int = 3,
     attention: str = "dense",
     backend: str = "engine",
+    env: list[EnvTask] = (),
 ) -> dict[str, float]:
-    """{"reasoning": pass@1, "calc": pass@1, "calc/L{level}": ..., "length/...": mean sampled tokens}."""
+    """{"reasoning": pass@1, "calc": ..., "calc/L{level}": ..., "env": ..., "env/L{level}": ...,
+    "length/{kind}": mean sampled tokens}, for the kinds given tasks."""
     params = SamplingParams(top_k=1, max_new_tokens=max_new_tokens)
     reward = RewardConfig(length_penalty=False)
     gen = torch.Generator().manual_seed(0)
     groups = [(reasoning_jobs(tokenizer, task, 1, reward, thinking), gen) for task in reasoning]
-    for task in calc:
-        jobs = episode_jobs(tokenizer, lambda t=task: CalcEpisode(t), task.expression, "calc", 1, reward,
-                            thinking, max_turns)  # fmt: skip
-        groups.append((jobs, gen))
+    episodes = {
+        "calc": [(t.level, lambda t=t: CalcEpisode(t), t.expression) for t in calc],
+        "env": [(t.level, t.episode, t.task_id) for t in env],
+    }
+    for kind, tasks in episodes.items():
+        for _, make, key in tasks:
+            groups.append((episode_jobs(tokenizer, make, key, kind, 1, reward, thinking, max_turns), gen))
     trajs = run_groups(model, groups, params, attention, backend)
-    r_trajs, c_trajs = trajs[: len(reasoning)], trajs[len(reasoning) :]
     out: dict[str, float] = {}
     if reasoning:
+        r_trajs = trajs[: len(reasoning)]
         out["reasoning"] = sum(t.reward.outcome for t in r_trajs) / len(r_trajs)
         out["length/reasoning"] = sum(t.n_sampled for t in r_trajs) / len(r_trajs)
-    if calc:
+    at = len(reasoning)
+    for kind, tasks in episodes.items():
+        kind_trajs, at = trajs[at : at + len(tasks)], at + len(tasks)
+        if not tasks:
+            continue
         by_level: dict[int, list[float]] = {}
-        for task, tr in zip(calc, c_trajs):
-            by_level.setdefault(task.level, []).append(tr.reward.outcome)
-        scores = [s for v in by_level.values() for s in v]
-        out["calc"] = sum(scores) / len(scores)
-        out.update({f"calc/L{lv}": sum(v) / len(v) for lv, v in sorted(by_level.items())})
-        out["length/calc"] = sum(t.n_sampled for t in c_trajs) / len(c_trajs)
+        for (level, _, _), tr in zip(tasks, kind_trajs):
+            by_level.setdefault(level, []).append(tr.reward.outcome)
+        out[kind] = sum(t.reward.outcome for t in kind_trajs) / len(kind_trajs)
+        out.update({f"{kind}/L{lv}": sum(v) / len(v) for lv, v in sorted(by_level.items())})
+        out[f"length/{kind}"] = sum(t.n_sampled for t in kind_trajs) / len(kind_trajs)
     return out

@@ -2,7 +2,8 @@
 updates per rollout batch with the clipped, masked, KL-regularised objective of `dsv32.rl.loss`.
 
 One step:
-1. Choose `prompts_per_step` tasks (a seeded mix of reasoning tasks and tool episodes); rank r of W
+1. Choose `prompts_per_step` tasks (a seeded mix of reasoning tasks, calculator-tool episodes and,
+   with `env_dir`, episodes in synthesized environments, `dsv32.rl.env_tasks`); rank r of W
    takes groups j with j % W == r. Each group's G outputs are sampled from the current policy
    (pi_old) with a generator seeded by (seed, step, j), so rollouts do not depend on W. With
    `rollout_backend="engine"` (default) all of a rank's groups decode as one batch in
@@ -36,6 +37,7 @@ import torch
 from dsv32.model.moe import update_expert_bias
 from dsv32.model.transformer import DeepseekV32ForCausalLM
 from dsv32.rl.advantages import group_advantages
+from dsv32.rl.env_tasks import env_tasks
 from dsv32.rl.loss import GRPOConfig, grpo_loss, loss_metrics, merge_metric_sums
 from dsv32.rl.policy import expert_load, make_batch, policy_logprobs
 from dsv32.rl.rewards import RewardConfig
@@ -49,7 +51,7 @@ from dsv32.train.distributed import DistContext, all_reduce_sum, wrap_model
 from dsv32.train.optim import build_optimizer, set_lr
 
 log = logging.getLogger(__name__)
-TASK_KINDS = ("reasoning", "calc")
+TASK_KINDS = ("reasoning", "calc", "env")
 
 
 @dataclass
@@ -67,6 +69,8 @@ class GRPORunConfig(OptimizerSettings):
     task_mix: dict = field(default_factory=lambda: {"reasoning": 0.5, "calc": 0.5})
     difficulties: tuple = (1, 2)
     calc_levels: tuple = (1, 2, 3)
+    env_dir: str | None = None  # root of synthesized environments (`dsv32 envs synth`) for kind "env"
+    env_levels: tuple = (1, 2, 3)
     thinking: bool = True
     attention: str = "dense"
     rollout_backend: str = "engine"  # "engine" | "reference" (see dsv32.rl.rollout)
@@ -87,7 +91,10 @@ class GRPORunConfig(OptimizerSettings):
             raise ValueError(f"rollout_backend must be one of {BACKENDS}, got {self.rollout_backend!r}")
         if set(self.task_mix) - set(TASK_KINDS) or sum(self.task_mix.values()) <= 0:
             raise ValueError(f"task_mix must weight {TASK_KINDS}, got {self.task_mix}")
+        if self.task_mix.get("env", 0) > 0 and not self.env_dir:
+            raise ValueError("task_mix weights 'env' but env_dir (the synthesized environments) is not set")
         self.difficulties, self.calc_levels = tuple(self.difficulties), tuple(self.calc_levels)
+        self.env_levels = tuple(self.env_levels)
         # log-probs are of softmax(logits / T) at the sampling temperature, on both sides of r
         self.loss = dataclasses.replace(self.loss, temperature=self.temperature)
 
@@ -103,7 +110,23 @@ def _seed(*parts) -> int:
     return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:15], 16)
 
 
-def plan_step(cfg: GRPORunConfig, step: int, reasoning_pool, calc_pool) -> list[tuple[str, object]]:
+def task_pools(cfg: GRPORunConfig) -> dict[str, list]:
+    """Training tasks of every kind the mix weights."""
+    kinds = [k for k in TASK_KINDS if cfg.task_mix.get(k, 0) > 0]
+    n_pool = max(64, cfg.steps * cfg.prompts_per_step)
+    pools: dict[str, list] = {}
+    if "reasoning" in kinds:
+        pools["reasoning"] = generate_tasks(n_pool, cfg.seed, "train", difficulties=cfg.difficulties)
+    if "calc" in kinds:
+        pools["calc"] = generate_calc_tasks(n_pool, cfg.seed + 1, "train", cfg.calc_levels)
+    if "env" in kinds:
+        pools["env"] = env_tasks(cfg.env_dir, "train", cfg.env_levels)
+        if not pools["env"]:
+            raise ValueError(f"{cfg.env_dir}: no training tasks at levels {cfg.env_levels}")
+    return pools
+
+
+def plan_step(cfg: GRPORunConfig, step: int, pools: dict[str, list]) -> list[tuple[str, object]]:
     """The (kind, task) of every group of a step; the same for every rank and world size."""
     rng = random.Random(_seed(cfg.seed, "plan", step))
     kinds = [k for k in TASK_KINDS if cfg.task_mix.get(k, 0) > 0]
@@ -111,8 +134,7 @@ def plan_step(cfg: GRPORunConfig, step: int, reasoning_pool, calc_pool) -> list[
     plan = []
     for _ in range(cfg.prompts_per_step):
         kind = rng.choices(kinds, weights)[0]
-        pool = reasoning_pool if kind == "reasoning" else calc_pool
-        plan.append((kind, pool[rng.randrange(len(pool))]))
+        plan.append((kind, pools[kind][rng.randrange(len(pools[kind]))]))
     return plan
 
 
@@ -120,6 +142,9 @@ def group_jobs(tokenizer, cfg: GRPORunConfig, kind: str, task) -> list[RolloutJo
     """The G rollout jobs of one group."""
     if kind == "reasoning":
         return reasoning_jobs(tokenizer, task, cfg.group_size, cfg.reward, cfg.thinking)
+    if kind == "env":
+        return episode_jobs(tokenizer, task.episode, task.task_id, "env", cfg.group_size, cfg.reward,
+                            cfg.thinking, cfg.max_turns)  # fmt: skip
     return episode_jobs(tokenizer, lambda: CalcEpisode(task), task.expression, "calc", cfg.group_size,
                         cfg.reward, cfg.thinking, cfg.max_turns)  # fmt: skip
 
@@ -159,7 +184,7 @@ def grpo_step(
 ) -> dict:
     """One rollout batch and its mu updates; returns the step's metrics (global)."""
     start = time.perf_counter()
-    plan = plan_step(cfg, step, *pools)
+    plan = plan_step(cfg, step, pools)
     model.eval()
     mine = [(j, kind, task) for j, (kind, task) in enumerate(plan) if j % ctx.world_size == ctx.rank]
     groups = [
@@ -272,11 +297,7 @@ def run_grpo(
         ref = copy.deepcopy(model)
     if ref is not None:
         ref.eval().requires_grad_(False)
-    n_pool = max(64, cfg.steps * cfg.prompts_per_step)
-    pools = (
-        generate_tasks(n_pool, cfg.seed, "train", difficulties=cfg.difficulties),
-        generate_calc_tasks(n_pool, cfg.seed + 1, "train", cfg.calc_levels),
-    )
+    pools = task_pools(cfg)
     optimizer = build_optimizer(model, cfg)
     train_model = wrap_model(model, ctx, "ddp")
     history = []
