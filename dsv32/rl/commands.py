@@ -78,7 +78,7 @@ def _grpo(args: argparse.Namespace) -> int:
 def _recipe(args: argparse.Namespace) -> int:
     from dsv32.rl.recipe import run_recipe
 
-    result = run_recipe(args.out, args.size, args.init, args.preset, args.seed)
+    result = run_recipe(args.out, args.size, args.init, args.preset, args.seed, args.env_dir)
     print(json.dumps({k: result[k] for k in ("pass_at_1_sft", "pass_at_1_grpo", "seconds")}))
     return 0
 
@@ -133,6 +133,7 @@ def register_verbs(sub) -> None:
     p.add_argument("--init", help="pretrained checkpoint with tokenizer.json (default: fresh model)")
     p.add_argument("--preset", default="v3.2", choices=("v3.2", "speciale"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--env-dir", default=None, help="synthesized environments to add to SFT, GRPO and pass@1")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_recipe)
     p = sub.add_parser(

@@ -1,6 +1,8 @@
-"""Synthesized-environment tasks for GRPO and pass@1: the tasks stored under a directory of
-environments written by `dsv32 envs synth`, each attempt run as an `Episode` (tool calls against a
-private copy of the environment's database, graded by the task's verifier).
+"""Synthesized-environment tasks for GRPO and pass@1.
+
+The tasks stored under a directory of environments written by `dsv32 envs synth`; each attempt runs
+as an `Episode` (tool calls against a private copy of the environment's database, graded by the
+task's verifier).
 
 Tasks split train / held-out by a hash of the task id (1 in 8 held out, as the calculator tasks do),
 so the two sets never share a task. Environments may be shared between the sets: a held-out task

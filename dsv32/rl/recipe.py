@@ -9,6 +9,9 @@
    tasks (levels 1-3);
 4. GRPO (`dsv32.rl.grpo.run_grpo`) from the SFT model with the preset `v3.2` (or `speciale`),
    checkpoint `grpo/`, pass@1 again; `results.json` holds both tables and the metric histories.
+With `env_dir` (environments from `dsv32 envs synth`), the synthesized environments join in: expert
+trajectories of their training tasks in the SFT data, a third of the GRPO groups on their training
+tasks, and pass@1 on their held-out tasks (levels 1-3) next to the other two.
 The `tiny` size is sized to finish in a few minutes on 2 CPU cores and demonstrates the pipeline
 only: a 1.3M-parameter model trained for seconds does not learn these tasks, so its pass@1 numbers
 are not evidence of the method. Ablations are `run_grpo` with one `GRPOConfig` switch turned off.
@@ -27,11 +30,12 @@ from dsv32.chat.encoding import encode_messages
 from dsv32.checkpoint import load_model, save_checkpoint
 from dsv32.config import atomic_write_text, preset
 from dsv32.model.transformer import build_model
+from dsv32.rl.env_tasks import env_tasks
 from dsv32.rl.evaluate import pass_at_1
 from dsv32.rl.grpo import GRPORunConfig, run_grpo
 from dsv32.rl.presets import grpo_preset
 from dsv32.rl.sft import SFTConfig, run_sft
-from dsv32.rl.sft_data import cold_start_mix, write_jsonl
+from dsv32.rl.sft_data import cold_start_mix, env_expert_examples, write_jsonl
 from dsv32.rl.tasks import generate_tasks
 from dsv32.rl.tool_tasks import generate_calc_tasks
 from dsv32.tokenizer import Tokenizer, train_bpe
@@ -71,6 +75,7 @@ def run_recipe(
     init: str | Path | None = None,
     variant: str = "v3.2",
     seed: int = 0,
+    env_dir: str | Path | None = None,
 ) -> dict:
     if size not in SIZES:
         raise ValueError(f"recipe size must be one of {sorted(SIZES)}, got {size!r}")
@@ -79,6 +84,14 @@ def run_recipe(
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     examples = cold_start_mix(s["examples"], seed)
+    env_heldout, env_grpo = [], {}
+    if env_dir is not None:
+        train_envs = env_tasks(env_dir, "train")
+        env_heldout = env_tasks(env_dir, "heldout")[: s["eval_c"]]
+        env_grpo = {"env_dir": str(env_dir), "task_mix": {"reasoning": 1.0, "calc": 1.0, "env": 1.0}}
+        ids = {t.task_id for t in train_envs}
+        for path in sorted({t.env_dir for t in train_envs}):
+            examples += env_expert_examples(path, thinking=True, task_ids=ids)
     write_jsonl(out / "sft.jsonl", examples)
     if init is not None:
         model = load_model(init)
@@ -93,7 +106,7 @@ def run_recipe(
     heldout_c = generate_calc_tasks(s["eval_c"], seed + 101, "heldout")
 
     def evaluate() -> dict:
-        return pass_at_1(model, tokenizer, heldout_r, heldout_c, max_new_tokens=s["max_new"])
+        return pass_at_1(model, tokenizer, heldout_r, heldout_c, max_new_tokens=s["max_new"], env=env_heldout)
 
     sft_cfg = SFTConfig(steps=s["sft_steps"], batch_size=s["sft_batch"], lr=3e-3, log_every=10, seed=seed)
     sft_hist = run_sft(model, tokenizer, examples, sft_cfg, out / "sft_metrics.jsonl")
@@ -107,6 +120,7 @@ def run_recipe(
         group_size=s["group"],
         max_new_tokens=s["max_new"],
         seed=seed,
+        **env_grpo,
     )
     grpo_hist = run_grpo(model, tokenizer, grpo_cfg, metrics_path=out / "grpo_metrics.jsonl")
     save_checkpoint(model, model.config, out / "grpo")
@@ -116,6 +130,7 @@ def run_recipe(
         "size": size,
         "variant": variant,
         "init": str(init) if init else None,
+        "env_dir": str(env_dir) if env_dir else None,
         "pass_at_1_sft": before,
         "pass_at_1_grpo": after,
         "sft_final_loss": sft_hist[-1]["loss"],

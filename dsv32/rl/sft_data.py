@@ -80,11 +80,14 @@ def cold_start_mix(
     return out
 
 
-def env_expert_examples(env_dir: str | Path, thinking: bool = True) -> list[dict]:
+def env_expert_examples(
+    env_dir: str | Path, thinking: bool = True, task_ids: set[str] | None = None
+) -> list[dict]:
     """Expert trajectories of a stored synthesized environment: for each task, the category's
     solution is run on a fresh episode; every tool call it makes becomes an assistant tool-call
     message (its notes as reasoning in thinking mode) followed by the tool result, and the solution's
-    answer becomes the final assistant message. Tasks whose answer fails the grader are skipped."""
+    answer becomes the final assistant message. Tasks whose answer fails the grader are skipped, and
+    so are tasks not in `task_ids` when it is given (e.g. to keep held-out tasks out of SFT)."""
     from dsv32.envs.agents import answer_text
     from dsv32.envs.episode import Episode
     from dsv32.envs.format import load_environment
@@ -92,6 +95,8 @@ def env_expert_examples(env_dir: str | Path, thinking: bool = True) -> list[dict
     env = load_environment(env_dir)
     out = []
     for task in env.tasks:
+        if task_ids is not None and task.task_id not in task_ids:
+            continue
         episode = Episode.from_env(env, task.task_id)
         try:
             start = episode.reset()

@@ -1,3 +1,5 @@
+"""Training-step benchmarks: the output-head and precision comparisons report consistent ratios."""
+
 import json
 
 import pytest
