@@ -52,7 +52,9 @@ class EngineBackend(Backend):
 
         self.tokenizer = tokenizer
         self.max_batch = max_batch
-        # The server detokenises and cuts stop strings itself: no tokenizer in the engine.
+        # The server detokenises and cuts stop strings itself: no tokenizer in the engine. It needs
+        # no RL records (routing, kept sets) either; log-probs come with every token regardless.
+        engine_kwargs.setdefault("records", False)
         self.engine = Engine(model, max_batch=max_batch, **engine_kwargs)
         self.context_length = self.engine.max_seq_len
         self._pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="dsv32-serve-pump")
