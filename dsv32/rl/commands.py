@@ -66,7 +66,7 @@ def _grpo(args: argparse.Namespace) -> int:
     cfg = ablation(cfg, args.ablation)
     ctx = init_distributed("cpu")
     out = Path(args.out)
-    hist = run_grpo(model, tok, cfg, ctx, out / "grpo_metrics.jsonl")
+    hist = run_grpo(model, tok, cfg, ctx, out / "grpo_metrics.jsonl", run_dir=out, save_every=args.save_every)
     if ctx.is_main:
         save_checkpoint(model, model.config, out)
         tok.save(out / "tokenizer.json")
@@ -125,8 +125,11 @@ def register_verbs(sub) -> None:
     )
     p.add_argument("--env-dir", default=None, help="synthesized environments (dsv32 envs synth) for kind env")
     p.add_argument("--env-levels", default="1,2,3", help="levels of the environment tasks trained on")
+    p.add_argument(
+        "--save-every", type=int, default=10, help="checkpoint every N steps (0: never); --out resumes"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="run directory (resumes if it has checkpoints)")
     p.set_defaults(func=_grpo)
     p = sub.add_parser("post-recipe", help="SFT then GRPO with pass@1 before and after")
     p.add_argument("--size", default="tiny", choices=("tiny", "small"))

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from dsv32.checkpoint import save_checkpoint
+from dsv32.data.io import atomic_write_lines
 from dsv32.model.moe import update_expert_bias
 from dsv32.model.transformer import DeepseekV32ForCausalLM
 from dsv32.rl.advantages import group_advantages
@@ -49,6 +51,12 @@ from dsv32.rl.tool_tasks import CalcEpisode, generate_calc_tasks
 from dsv32.train.config import OptimizerSettings
 from dsv32.train.distributed import DistContext, all_reduce_sum, wrap_model
 from dsv32.train.optim import build_optimizer, set_lr
+from dsv32.train.state import (
+    latest_checkpoint,
+    load_model_weights,
+    load_training_checkpoint,
+    save_training_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 TASK_KINDS = ("reasoning", "calc", "env")
@@ -289,20 +297,44 @@ def run_grpo(
     ctx: DistContext | None = None,
     metrics_path: str | Path | None = None,
     ref_model: DeepseekV32ForCausalLM | None = None,
+    run_dir: str | Path | None = None,
+    save_every: int = 0,
+    keep_last: int = 2,
 ) -> list[dict]:
-    """Train `model` in place for cfg.steps GRPO steps; returns the per-step metrics."""
+    """Train `model` in place for cfg.steps GRPO steps; returns the per-step metrics.
+
+    With `run_dir` and `save_every` > 0, a training checkpoint (`dsv32.train.state`: weights,
+    optimizer, step) is written every `save_every` steps and after the last, and the frozen
+    reference once, to `run_dir/reference`. A run directory that already holds checkpoints is
+    resumed from the newest: weights, optimizer and reference are restored and the metrics file is
+    cut back to the checkpoint's step, so the continued run equals an uninterrupted one (rollouts
+    are seeded by (seed, step, group), nothing else carries over)."""
     ctx = ctx or DistContext()
+    if save_every < 0 or keep_last < 1:
+        raise ValueError(f"need save_every >= 0 and keep_last >= 1, got {save_every}, {keep_last}")
+    run_dir = Path(run_dir) if run_dir is not None else None
+    resume_from = latest_checkpoint(run_dir) if run_dir is not None else None
+    if resume_from is not None:
+        load_model_weights(model, resume_from, model.config)
     ref = ref_model
     if ref is None and cfg.loss.beta > 0:
         ref = copy.deepcopy(model)
+        if resume_from is not None:  # the reference is the model GRPO started from, not the resumed one
+            load_model_weights(ref, _reference_dir(run_dir), ref.config)
     if ref is not None:
         ref.eval().requires_grad_(False)
     pools = task_pools(cfg)
     optimizer = build_optimizer(model, cfg)
     train_model = wrap_model(model, ctx, "ddp")
-    history = []
+    start = 0
+    if resume_from is not None:
+        start = int(load_training_checkpoint(resume_from, model, optimizer)["step"])
+        log.info("resuming GRPO from %s at step %d", resume_from, start)
+    elif run_dir is not None and save_every and ref is not None and ctx.is_main:
+        save_checkpoint(ref, ref.config, run_dir / "reference")
     path = Path(metrics_path) if metrics_path and ctx.is_main else None
-    for step in range(cfg.steps):
+    history = _metrics_until(path, start) if path is not None else []
+    for step in range(start, cfg.steps):
         record = grpo_step(model, train_model, ref, optimizer, tokenizer, cfg, step, pools, ctx)
         history.append(record)
         log.info("grpo step %d %s", step, {k: round(v, 4) for k, v in record.items() if isinstance(v, float)})
@@ -310,4 +342,29 @@ def run_grpo(
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+        done = step + 1
+        if run_dir is not None and save_every and (done % save_every == 0 or done == cfg.steps):
+            save_training_checkpoint(run_dir, done, model, model.config, optimizer, {}, cfg.to_dict(), None,
+                                     {"stage": "grpo"}, keep_last, ctx.rank)  # fmt: skip
     return history
+
+
+def _reference_dir(run_dir: Path) -> Path:
+    ref = run_dir / "reference"
+    if not ref.is_dir():
+        raise FileNotFoundError(f"{run_dir} has GRPO checkpoints but no reference/ to compute the KL against")
+    return ref
+
+
+def _metrics_until(path: Path, steps: int) -> list[dict]:
+    """The first `steps` records of a metrics file, which is rewritten to hold just those (records
+    past the checkpoint being resumed from are redone)."""
+    if not path.is_file():
+        if steps:
+            raise FileNotFoundError(f"resuming at step {steps} but the metrics file {path} is missing")
+        return []
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(records) < steps:
+        raise ValueError(f"{path} has {len(records)} records; the checkpoint is at step {steps}")
+    atomic_write_lines(path, [json.dumps(r) + "\n" for r in records[:steps]])
+    return records[:steps]

@@ -159,11 +159,13 @@ def load_training_checkpoint(
     saved = [n for g in groups for n in g["params"]]
     if sorted(current) != sorted(saved):
         raise ValueError(f"optimizer in {directory} was built for other parameters than this stage's")
+    # The parameter sets match (checked above); a parameter may still have no state because it never
+    # had a gradient (e.g. the indexer under GRPO's LM-only loss), so missing state is not an error.
     set_optimizer_state_dict(
         model,
         optimizer,
         {"state": state, "param_groups": groups},
-        options=StateDictOptions(full_state_dict=True),
+        options=StateDictOptions(full_state_dict=True, strict=False),
     )
     if rng is not None:
         torch.set_rng_state(rng)
