@@ -3,12 +3,13 @@ by side with the dense model, plus the ablation that skips the warm-up.
 
 A recipe is JSON: `common` (TrainConfig keys shared by all stages), `stages` (`pretrain`,
 `dsa-warmup`, `dsa-sparse`: per-stage keys on top), optional `ablation` (keys on top of `dsa-sparse`
-for the no-warm-up run) and `eval` (`EvalSettings` keys; `extra: true` also evaluates the warmed-up
-model with sparse attention before sparse training). Names resolve to
+for the no-warm-up run), optional `curriculum` (keys on top of `pretrain` for a first, short-context
+pretraining run that the main one starts from) and `eval` (`EvalSettings` keys; `extra: true` also
+evaluates the warmed-up model with sparse attention before sparse training). Names resolve to
 `dsv32/recipes/headline-<name>.json` (package data).
 
-Output directory: `pretrain/`, `warmup/`, `sparse/`, `sparse_no_warmup/` (run directories),
-`cache/` (tokenizer and shards, shared), `results.json`, `results.md` and `losses.png`,
+Output directory: run directories [`pretrain_short/`,] `pretrain/`, `warmup/`, `sparse/`,
+`sparse_no_warmup/`, `cache/` (tokenizer and shards, shared), `results.json`, `results.md` and `losses.png`,
 `recall.png`, `accuracy.png`. A stage whose run already holds its final checkpoint is not re-run, so
 an interrupted recipe continues where it stopped (an interrupted stage resumes exactly).
 Parity targets reported: the dense model at least 90% passkey and 50% kv_recall at its trained
@@ -30,13 +31,21 @@ from dsv32.train.state import latest_checkpoint
 log = logging.getLogger(__name__)
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
-# (run directory, stage, run it starts from)
-RUNS = (
-    ("pretrain", "pretrain", None),
-    ("warmup", "dsa-warmup", "pretrain"),
-    ("sparse", "dsa-sparse", "warmup"),
-    ("sparse_no_warmup", "dsa-sparse", "pretrain"),
-)
+
+
+def recipe_runs(spec: dict, ablation: bool = True) -> list[tuple[str, str, str | None]]:
+    """(run directory, stage, run it starts from), in order. A recipe with a `curriculum` object
+    (dotted overrides of the pretrain stage, e.g. {"seq_len": 128, "batch_size": 32, "steps": 900})
+    first pretrains under those settings ("pretrain_short") and starts the main pretraining from it:
+    retrieval forms at short context long before it does at 2048 (see README)."""
+    short = bool(spec.get("curriculum"))
+    runs = [("pretrain_short", "pretrain", None)] if short else []
+    runs += [
+        ("pretrain", "pretrain", "pretrain_short" if short else None),
+        ("warmup", "dsa-warmup", "pretrain"),
+        ("sparse", "dsa-sparse", "warmup"),
+    ]
+    return runs + [("sparse_no_warmup", "dsa-sparse", "pretrain")] if ablation else runs
 
 
 def load_recipe(recipe: str | Path | dict, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -57,8 +66,9 @@ def load_recipe(recipe: str | Path | dict, overrides: list[str] | None = None) -
 
 def stage_config(recipe: dict, run: str, stage: str, out_dir: Path) -> TrainConfig:
     data = stage_dict(recipe, stage)
-    if run == "sparse_no_warmup":
-        data = apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in recipe.get("ablation", {}).items()])
+    changes = {"sparse_no_warmup": "ablation", "pretrain_short": "curriculum"}.get(run)
+    if changes:
+        data = apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in recipe.get(changes, {}).items()])
     data.setdefault("data", {})
     if not data["data"].get("cache_dir"):
         data["data"]["cache_dir"] = str(out_dir / "cache")
@@ -116,9 +126,7 @@ def run_recipe(
     atomic_write_text(out_dir / "recipe.json", json.dumps(spec, indent=2) + "\n")
     timings: dict[str, float] = {}
     dirs: dict[str, Path] = {}
-    for run, stage, init in RUNS:
-        if run == "sparse_no_warmup" and not ablation:
-            continue
+    for run, stage, init in recipe_runs(spec, ablation):
         cfg = stage_config(spec, run, stage, out_dir)
         dirs[run] = out_dir / run
         latest = latest_checkpoint(dirs[run])

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dsv32.cli import main
-from dsv32.train.recipe import dense_gate, load_recipe, parity, run_recipe
+from dsv32.train.recipe import dense_gate, load_recipe, parity, recipe_runs, run_recipe, stage_config
 
 
 def _fast_overrides(data_cfg) -> list[str]:
@@ -25,7 +25,8 @@ def _fast_overrides(data_cfg) -> list[str]:
 @pytest.mark.slow
 def test_tiny_recipe_end_to_end(data_cfg, tmp_path):
     out = tmp_path / "recipe"
-    summary = run_recipe("tiny", out, _fast_overrides(data_cfg), progress=False)
+    curriculum = 'curriculum={"seq_len": 112, "batch_size": 3, "steps": 2}'
+    summary = run_recipe("tiny", out, [*_fast_overrides(data_cfg), curriculum], progress=False)
     results = summary["results"]
     assert set(results) == {"dense", "sparse", "sparse_no_warmup", "warmup_only_sparse", "no_training_sparse"}
     assert results["dense"]["attention"] == "dense" and results["sparse"]["index_topk"] == 16
@@ -35,9 +36,26 @@ def test_tiny_recipe_end_to_end(data_cfg, tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "results.json").read_text())["parity"] == summary["parity"]
     assert "| metric | dense | sparse |" in (out / "results.md").read_text()
-    for run in ("pretrain", "warmup", "sparse", "sparse_no_warmup"):
+    for run in ("pretrain_short", "pretrain", "warmup", "sparse", "sparse_no_warmup"):
         assert (out / run / "config.json").is_file() and (out / run / "train_config.json").is_file()
-    assert set(summary["stage_seconds"]) == {"pretrain", "warmup", "sparse", "sparse_no_warmup", "eval"}
+    assert json.loads((out / "pretrain_short" / "train_config.json").read_text())["seq_len"] == 112
+    runs = {"pretrain_short", "pretrain", "warmup", "sparse", "sparse_no_warmup"}
+    assert set(summary["stage_seconds"]) == runs | {"eval"}
+
+
+def test_curriculum_adds_a_short_pretraining_run_that_pretraining_starts_from(tmp_path):
+    spec = load_recipe("small")
+    assert [r[0] for r in recipe_runs(spec)] == ["pretrain", "warmup", "sparse", "sparse_no_warmup"]
+    curriculum = '{"seq_len": 128, "batch_size": 32, "steps": 7, "data.n_pairs": 2}'
+    spec = load_recipe("small", [f"curriculum={curriculum}"])
+    runs = recipe_runs(spec, ablation=False)
+    assert runs[:2] == [("pretrain_short", "pretrain", None), ("pretrain", "pretrain", "pretrain_short")]
+    assert [r[0] for r in runs] == ["pretrain_short", "pretrain", "warmup", "sparse"]
+    short = stage_config(spec, "pretrain_short", "pretrain", tmp_path)
+    main_cfg = stage_config(spec, "pretrain", "pretrain", tmp_path)
+    assert (short.seq_len, short.batch_size, short.steps, short.data.n_pairs) == (128, 32, 7, 2)
+    assert (main_cfg.seq_len, main_cfg.steps, main_cfg.data.n_pairs) == (2048, 240, 8)
+    assert short.data.tasks == main_cfg.data.tasks and short.lr == main_cfg.lr  # the rest is the stage's
 
 
 def test_parity_and_gate_by_hand():
