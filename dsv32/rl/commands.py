@@ -13,6 +13,7 @@ def _sft(args: argparse.Namespace) -> int:
     from dsv32.rl.sft import SFTConfig, run_sft
     from dsv32.rl.sft_data import cold_start_mix, read_jsonl
     from dsv32.tokenizer import Tokenizer
+    from dsv32.train.distributed import init_distributed, shutdown
 
     init = Path(args.init)
     if not (init / "tokenizer.json").exists():
@@ -23,10 +24,13 @@ def _sft(args: argparse.Namespace) -> int:
     model, tok = load_model(init), Tokenizer.load(init / "tokenizer.json")
     cfg = SFTConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     out = Path(args.out)
-    hist = run_sft(model, tok, examples, cfg, out / "sft_metrics.jsonl")
-    save_checkpoint(model, model.config, out)
-    tok.save(out / "tokenizer.json")
-    print(json.dumps(hist[-1]))
+    ctx = init_distributed("cpu")
+    hist = run_sft(model, tok, examples, cfg, out / "sft_metrics.jsonl", ctx=ctx)
+    if ctx.is_main:
+        save_checkpoint(model, model.config, out)
+        tok.save(out / "tokenizer.json")
+        print(json.dumps(hist[-1]))
+    shutdown(ctx)
     return 0
 
 
@@ -97,7 +101,9 @@ def _ablations(args: argparse.Namespace) -> int:
 
 
 def register_verbs(sub) -> None:
-    p = sub.add_parser("sft", help="cold-start SFT on conversations (loss on assistant tokens only)")
+    p = sub.add_parser(
+        "sft", help="cold-start SFT, loss on assistant tokens only (torchrun for several processes)"
+    )
     p.add_argument("--init", required=True, help="checkpoint directory with tokenizer.json")
     p.add_argument("--data", help="SFT JSONL (default: generate the cold-start mix)")
     p.add_argument("--examples", type=int, default=2000)

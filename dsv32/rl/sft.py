@@ -8,9 +8,12 @@ cut (their tail tokens simply drop out of the loss); batches are padded with the
 
 Optimizer and schedule are the trainer's (`dsv32.train.optim`: AdamW groups without decay on norms
 and embeddings, warm-up then cosine), driven by `SFTConfig`, which carries the fields those
-functions read. MoE expert biases get the aux-loss-free update after each step, as in training.
-What is left out: packing several conversations into one row, and data parallelism (SFT here is
-single-process; GRPO has the 2-process path).
+functions read. MoE expert biases get the aux-loss-free update after each step from the expert load
+of real (non-padding) tokens, as in training.
+Data parallel (`torchrun`, DDP over gloo or nccl): every rank draws the same global batch order and
+takes rows r, r + W, ... of it; the loss is normalised by the GLOBAL number of trained tokens, so the
+gradient DDP averages equals the single-process one (test: 2 processes == 1). What is left out:
+packing several conversations into one row.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from dsv32.chat.tokens import PAD
 from dsv32.chat.training_view import render_training_view
 from dsv32.model.moe import update_expert_bias
 from dsv32.model.transformer import DeepseekV32ForCausalLM
 from dsv32.train.config import OptimizerSettings
+from dsv32.train.distributed import DistContext, all_reduce_sum, wrap_model
 from dsv32.train.optim import build_optimizer, set_lr
 
 log = logging.getLogger(__name__)
@@ -94,6 +99,21 @@ def sft_loss(model: DeepseekV32ForCausalLM, ids: torch.Tensor, mask: torch.Tenso
     return model.lm_loss(out.logits, ids[:, 1:], mask[:, 1:]), out
 
 
+def _token_sum_loss(module, ids: torch.Tensor, mask: torch.Tensor, attention: str):
+    """(sum of the masked cross-entropies, routing per MoE layer [B, T, k]) of one rank's rows."""
+    out = module(ids[:, :-1], attention=attention, logits_at=mask[:, 1:], return_routing=True)
+    targets = ids[:, 1:][mask[:, 1:]]
+    return F.cross_entropy(out.logits.float(), targets, reduction="sum"), out.routing
+
+
+def _real_token_load(routing: dict[int, torch.Tensor], real_BT: torch.Tensor, n_experts: int):
+    """Per MoE layer, how many expert slots the non-padding positions used."""
+    return {
+        layer: torch.bincount(ids[real_BT].flatten(), minlength=n_experts).float()
+        for layer, ids in routing.items()
+    }
+
+
 def pad_id_of(tokenizer) -> int:
     pad = tokenizer.token_to_id(PAD) if hasattr(tokenizer, "token_to_id") else None
     return int(pad) if pad is not None else 1
@@ -106,30 +126,40 @@ def run_sft(
     cfg: SFTConfig,
     metrics_path: str | Path | None = None,
     on_step: Callable[[int, dict], None] | None = None,
+    ctx: DistContext | None = None,
 ) -> list[dict]:
-    """Train in place for cfg.steps; returns the per-log-step metrics (also appended as JSONL)."""
+    """Train in place for cfg.steps; returns the per-log-step metrics (also appended as JSONL by
+    the main process). Under torchrun pass the `DistContext`; the global batch is cfg.batch_size."""
+    ctx = ctx or DistContext()
     rows = tokenize_examples(examples, tokenizer, cfg.max_len)
     if not rows:
         raise ValueError("SFT needs at least one example")
+    if cfg.batch_size < ctx.world_size:
+        raise ValueError(f"SFT batch_size {cfg.batch_size} is smaller than the {ctx.world_size} processes")
     pad = pad_id_of(tokenizer)
     rng = random.Random(cfg.seed)
     optimizer = build_optimizer(model, cfg)
     gates = model.gates()
+    n_experts = model.config.n_routed_experts
+    train_model = wrap_model(model, ctx, "ddp")
     model.train()
     history, order = [], []
-    metrics_file = Path(metrics_path) if metrics_path else None
+    metrics_file = Path(metrics_path) if metrics_path and ctx.is_main else None
     start = time.perf_counter()
     for step in range(cfg.steps):
         if len(order) < cfg.batch_size:
             fresh = list(range(len(rows)))
             rng.shuffle(fresh)
             order += fresh
-        batch, order = [rows[i] for i in order[: cfg.batch_size]], order[cfg.batch_size :]
-        ids, mask = collate(batch, pad)
+        batch, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        ids, mask = collate([rows[i] for i in batch[ctx.rank :: ctx.world_size]], pad)
+        lengths = torch.tensor([len(rows[i].ids) for i in batch[ctx.rank :: ctx.world_size]])
+        n_tokens = all_reduce_sum(torch.tensor([float(mask[:, 1:].sum())], dtype=torch.float64), ctx)
         lr_scale = set_lr(optimizer, step, cfg)
-        loss, out = sft_loss(model, ids, mask, cfg.attention)
+        loss_sum, routing = _token_sum_loss(train_model, ids, mask, cfg.attention)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP averages over ranks: x W / global tokens makes the average the global token mean
+        (loss_sum * (ctx.world_size / max(float(n_tokens), 1.0))).backward()
         grad_norm = (
             float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
             if cfg.grad_clip > 0
@@ -137,12 +167,15 @@ def run_sft(
         )
         optimizer.step()
         if cfg.bias_update_gamma > 0:
-            for layer, gate in gates.items():
-                update_expert_bias(gate, out.router_load[layer], cfg.bias_update_gamma)
+            # inputs with a real next token: the same positions however much padding follows a row
+            real_BT = torch.arange(ids.shape[1] - 1) < (lengths - 1)[:, None]
+            for layer, load in _real_token_load(routing, real_BT, n_experts).items():
+                update_expert_bias(gates[layer], all_reduce_sum(load, ctx), cfg.bias_update_gamma)
+        loss = float(all_reduce_sum(loss_sum.detach().double().reshape(1), ctx)) / max(float(n_tokens), 1.0)
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             record = {
-                "step": step, "loss": float(loss.detach()), "grad_norm": grad_norm, "lr": cfg.lr * lr_scale,
-                "trained_tokens": int(mask[:, 1:].sum()), "seconds": round(time.perf_counter() - start, 3),
+                "step": step, "loss": loss, "grad_norm": grad_norm, "lr": cfg.lr * lr_scale,
+                "trained_tokens": int(n_tokens), "seconds": round(time.perf_counter() - start, 3),
             }  # fmt: skip
             history.append(record)
             log.info("sft step %d loss %.4f", step, record["loss"])
