@@ -93,14 +93,16 @@ def collate(rows: list[TokenizedExample], pad_id: int) -> tuple[torch.Tensor, to
     return ids, mask
 
 
-def sft_loss(model: DeepseekV32ForCausalLM, ids: torch.Tensor, mask: torch.Tensor, attention: str = "dense"):
-    """(loss, model output): cross-entropy of ids[:, t+1] from position t where mask[:, t+1]."""
-    out = model(ids[:, :-1], attention=attention, logits_at=mask[:, 1:])
-    return model.lm_loss(out.logits, ids[:, 1:], mask[:, 1:]), out
+def sft_loss(model, ids: torch.Tensor, mask: torch.Tensor, attention: str = "dense"):
+    """(mean loss, routing per MoE layer [B, T, k]): cross-entropy of ids[:, t+1] from position t
+    where mask[:, t+1], averaged over those positions."""
+    total, routing = token_sum_loss(model, ids, mask, attention)
+    return total / mask[:, 1:].sum().clamp(min=1), routing
 
 
-def _token_sum_loss(module, ids: torch.Tensor, mask: torch.Tensor, attention: str):
-    """(sum of the masked cross-entropies, routing per MoE layer [B, T, k]) of one rank's rows."""
+def token_sum_loss(module, ids: torch.Tensor, mask: torch.Tensor, attention: str = "dense"):
+    """(sum of the masked cross-entropies, routing per MoE layer [B, T, k]); only the masked
+    positions go through the output head."""
     out = module(ids[:, :-1], attention=attention, logits_at=mask[:, 1:], return_routing=True)
     targets = ids[:, 1:][mask[:, 1:]]
     return F.cross_entropy(out.logits.float(), targets, reduction="sum"), out.routing
@@ -156,7 +158,7 @@ def run_sft(
         lengths = torch.tensor([len(rows[i].ids) for i in batch[ctx.rank :: ctx.world_size]])
         n_tokens = all_reduce_sum(torch.tensor([float(mask[:, 1:].sum())], dtype=torch.float64), ctx)
         lr_scale = set_lr(optimizer, step, cfg)
-        loss_sum, routing = _token_sum_loss(train_model, ids, mask, cfg.attention)
+        loss_sum, routing = token_sum_loss(train_model, ids, mask, cfg.attention)
         optimizer.zero_grad(set_to_none=True)
         # DDP averages over ranks: x W / global tokens makes the average the global token mean
         (loss_sum * (ctx.world_size / max(float(n_tokens), 1.0))).backward()
