@@ -84,6 +84,19 @@ def cmd_bench_head(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from dsv32.train.probe import ProbeConfig, run_probe
+
+    cfg = ProbeConfig(task=args.task, preset=args.preset, seq_len=args.seq_len, batch_size=args.batch_size,
+                      steps=args.steps, lr=args.lr, initializer_range=args.init_range, tie_head=args.tie_head,
+                      log_every=args.log_every, seed=args.seed)  # fmt: skip
+    print(f"{'step':>6s} {'answer loss':>12s} {'accuracy':>9s} {'exact':>7s} {'seconds':>8s}")
+    row = "{step:6d} {loss:12.4f} {accuracy:9.3f} {exact_match:7.3f} {seconds:8.1f}"
+    history = run_probe(cfg, args.cache_dir, progress=lambda r: print(row.format(**r), flush=True))
+    print(json.dumps({"config": vars(cfg), "history": history}))
+    return 0
+
+
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(title="verbs", metavar="verb")
     helps = {
@@ -140,6 +153,20 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--supervised", type=int, default=8, help="supervised tokens per row")
     p.add_argument("--repeats", type=int, default=3)
     p.set_defaults(func=cmd_bench_head)
+
+    p = sub.add_parser("probe-retrieval", help="how fast one long-context task is learned (exact match)")
+    p.add_argument("--task", default="passkey")
+    p.add_argument("--preset", default="small", choices=("tiny", "small"))
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--init-range", type=float, default=0.05, help="initializer_range of the fresh model")
+    p.add_argument("--tie-head", action="store_true", help="tie output head and embedding (probe only)")
+    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default="runs/cache", help="tokenizer cache (trained on first use)")
+    p.set_defaults(func=cmd_probe)
     from dsv32.rl.commands import register_verbs  # post-training verbs: sft, grpo, post-recipe
 
     register_verbs(sub)

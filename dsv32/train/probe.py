@@ -1,0 +1,105 @@
+"""How fast does a model learn retrieval? A minimal training loop on one long-context task.
+
+Fresh task samples every step (no reuse), loss on the answer + EOS only, the output head applied to
+those positions only, plain AdamW (no weight decay, betas 0.9/0.95, linear warm-up then constant,
+clip 1.0). Every `log_every` steps it reports, averaged over the interval: the answer loss, the
+accuracy of the answer tokens (EOS excluded) and the exact-match rate (every answer token and EOS
+argmax-correct under teacher forcing, which is what greedy decoding would produce). `tie_head` ties
+the output head to the input embedding for this probe only (the model itself keeps them separate).
+
+This is the measurement behind README's notes on why the small presets learn retrieval slowly; it
+uses the same task generators as training (`dsv32.data.longctx`) and the stage's tokenizer cache.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dsv32.config import preset
+from dsv32.data.longctx import TASKS, LongContextTasks, derive_seed, training_example
+from dsv32.model.transformer import build_model
+from dsv32.train.config import DataConfig
+from dsv32.train.data import get_tokenizer, load_corpus, task_options
+
+
+@dataclass
+class ProbeConfig:
+    task: str = "passkey"
+    preset: str = "small"
+    seq_len: int = 128
+    batch_size: int = 32
+    steps: int = 300
+    lr: float = 3e-3
+    warmup_steps: int = 30
+    initializer_range: float = 0.05
+    tie_head: bool = False
+    n_pairs: int = 2  # kv_recall at short contexts
+    log_every: int = 25
+    seed: int = 0
+    max_files: int | None = None  # stdlib files for the tokenizer corpus (None: all)
+
+
+def answer_metrics(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, eos_id: int) -> dict:
+    """Over the supervised positions of a batch (logits [N, V], targets [N], the row of each [N]):
+    mean loss, accuracy on non-EOS targets, and the share of rows with every position right."""
+    correct = logits.argmax(-1) == targets
+    words = targets != eos_id
+    n_rows = int(rows.max()) + 1
+    wrong_per_row = torch.zeros(n_rows).index_add_(0, rows, (~correct).float())
+    return {
+        "loss": float(F.cross_entropy(logits.float(), targets)),
+        "accuracy": float(correct[words].float().mean()) if words.any() else float("nan"),
+        "exact_match": float((wrong_per_row == 0).float().mean()),
+    }
+
+
+def run_probe(cfg: ProbeConfig, cache_dir: str | Path, progress=print) -> list[dict]:
+    if cfg.task not in TASKS:
+        raise ValueError(f"unknown task {cfg.task!r}; expected one of {TASKS}")
+    vocab = preset(cfg.preset).vocab_size
+    data = DataConfig(n_pairs=cfg.n_pairs, vocab_size=vocab, max_files=cfg.max_files)
+    corpus = load_corpus(data)
+    tok = get_tokenizer(data, corpus, Path(cache_dir))
+    code = list(corpus.texts("val"))[:50] if cfg.task == "code_needle" else []
+    tasks = LongContextTasks(tok, code_texts=code, options=task_options(data))
+    model_cfg = preset(cfg.preset).replace(vocab_size=tok.vocab_size, initializer_range=cfg.initializer_range)
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg, seed=cfg.seed)
+    if cfg.tie_head:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    params = list({id(p): p for p in model.parameters()}.values())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    history, window, start = [], [], time.perf_counter()
+    for step in range(cfg.steps):
+        ids = np.full((cfg.batch_size, cfg.seq_len + 1), tok.eos_id, dtype=np.int64)
+        mask = np.zeros_like(ids, dtype=bool)
+        for i in range(cfg.batch_size):
+            sample = tasks.sample(cfg.task, cfg.seq_len + 1, derive_seed(cfg.seed, step * cfg.batch_size + i))
+            row, row_mask = training_example(sample)
+            ids[i, : len(row)], mask[i, : len(row)] = row, row_mask
+        ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)[:, 1:]
+        logits = model(ids_t[:, :-1], logits_at=mask_t).logits
+        targets = ids_t[:, 1:][mask_t]
+        loss = F.cross_entropy(logits.float(), targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        rows = mask_t.nonzero()[:, 0]
+        window.append(answer_metrics(logits.detach(), targets, rows, tok.eos_id))
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            record = {"step": step + 1, "seconds": round(time.perf_counter() - start, 1)}
+            record.update({k: round(float(np.nanmean([w[k] for w in window])), 4) for k in window[0]})
+            history.append(record)
+            window = []
+            if progress:
+                progress(record)
+    return history

@@ -1,0 +1,39 @@
+"""The retrieval probe: its metrics by hand, and a short run through the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from dsv32.cli import main
+from dsv32.train.probe import answer_metrics
+
+
+def test_answer_metrics_by_hand():
+    eos = 1
+    # two rows: row 0 has targets [5, 7, EOS], row 1 has [4, EOS]; the argmax misses row 1's 4
+    targets = torch.tensor([5, 7, eos, 4, eos])
+    rows = torch.tensor([0, 0, 0, 1, 1])
+    logits = torch.full((5, 8), -5.0)
+    for i, t in enumerate([5, 7, eos, 3, eos]):
+        logits[i, t] = 5.0
+    m = answer_metrics(logits, targets, rows, eos)
+    assert m["accuracy"] == pytest.approx(2 / 3)  # 5 and 7 right, 4 wrong; EOS not counted
+    assert m["exact_match"] == pytest.approx(0.5)
+    assert m["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, targets)))
+
+
+def test_probe_cli_short_run(capsys, tmp_path, monkeypatch):
+    import dsv32.train.probe as probe
+
+    monkeypatch.setattr(probe.ProbeConfig, "max_files", 40)  # a small corpus for the tokenizer
+    args = ["train", "probe-retrieval", "--preset", "tiny", "--seq-len", "112", "--batch-size", "2",
+            "--steps", "3", "--log-every", "2", "--tie-head", "--cache-dir", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["step"] for r in result["history"]] == [2, 3]
+    assert result["config"]["tie_head"] and result["config"]["seq_len"] == 112
+    for r in result["history"]:
+        assert r["loss"] > 0 and 0 <= r["exact_match"] <= 1
+    with pytest.raises(ValueError, match="unknown task"):
+        probe.run_probe(probe.ProbeConfig(task="nope"), tmp_path)
