@@ -41,6 +41,11 @@ def _alternate(repeats: int, first, second) -> tuple[list, list]:
     return a, b
 
 
+def _run_facts(preset_name: str, seq_len: int, batch_size: int, attention: str) -> dict:
+    return {"preset": preset_name, "seq_len": seq_len, "batch_size": batch_size, "attention": attention,
+            "threads": torch.get_num_threads()}  # fmt: skip
+
+
 def _random_ids(config, batch_size: int, seq_len: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(0)
     return torch.randint(0, config.vocab_size, (batch_size, seq_len), generator=gen)
@@ -63,11 +68,7 @@ def compare_precision(
     )
     t32, t16 = statistics.median(t for t, _ in fp32), statistics.median(t for t, _ in bf16)
     return {
-        "preset": preset_name,
-        "seq_len": seq_len,
-        "batch_size": batch_size,
-        "attention": attention,
-        "threads": torch.get_num_threads(),
+        **_run_facts(preset_name, seq_len, batch_size, attention),
         "fp32_seconds": t32,
         "bf16_seconds": t16,
         "bf16_over_fp32": t16 / t32,
@@ -99,12 +100,8 @@ def compare_output_head(
     )
     t_full, t_picked = statistics.median(t for t, _ in full), statistics.median(t for t, _ in picked)
     return {
-        "preset": preset_name,
-        "seq_len": seq_len,
-        "batch_size": batch_size,
+        **_run_facts(preset_name, seq_len, batch_size, attention),
         "supervised_per_row": supervised,
-        "attention": attention,
-        "threads": torch.get_num_threads(),
         "all_positions_seconds": t_full,
         "supervised_only_seconds": t_picked,
         "speedup": t_full / t_picked,
