@@ -60,15 +60,22 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_comparison(header: tuple[str, ...], rows: list[tuple], verdict: str, result: dict) -> None:
+    """A two-variant table (first column the variant, numbers after), a verdict line, then JSON."""
+    print(f"{header[0]:16s}" + "".join(f" {h:>12s}" for h in header[1:]))
+    for name, *values in rows:
+        print(f"{name:16s}" + "".join(f" {v:12.4f}" for v in values))
+    print(verdict)
+    print(json.dumps(result))
+
+
 def cmd_bench_precision(args: argparse.Namespace) -> int:
     from dsv32.train.bench import compare_precision
 
-    result = compare_precision(args.preset, args.seq_len, args.batch_size, args.repeats, args.attention)
-    print(f"{'precision':10s} {'seconds/step':>12s}")
-    print(f"{'fp32':10s} {result['fp32_seconds']:12.3f}")
-    print(f"{'bf16':10s} {result['bf16_seconds']:12.3f}")
-    print(f"bf16 / fp32 = {result['bf16_over_fp32']:.2f} ({result['faster']} is faster)")
-    print(json.dumps(result))
+    r = compare_precision(args.preset, args.seq_len, args.batch_size, args.repeats, args.attention)
+    rows = [("fp32", r["fp32_seconds"]), ("bf16", r["bf16_seconds"])]
+    verdict = f"bf16 / fp32 = {r['bf16_over_fp32']:.2f} ({r['faster']} is faster)"
+    _print_comparison(("precision", "seconds/step"), rows, verdict, r)
     return 0
 
 
@@ -76,11 +83,11 @@ def cmd_bench_head(args: argparse.Namespace) -> int:
     from dsv32.train.bench import compare_output_head
 
     r = compare_output_head(args.preset, args.seq_len, args.batch_size, args.supervised, args.repeats)
-    print(f"{'output head':16s} {'seconds/step':>12s} {'loss':>8s}")
-    print(f"{'all positions':16s} {r['all_positions_seconds']:12.3f} {r['loss_all_positions']:8.4f}")
-    print(f"{'supervised only':16s} {r['supervised_only_seconds']:12.3f} {r['loss_supervised_only']:8.4f}")
-    print(f"speedup {r['speedup']:.2f}x")
-    print(json.dumps(r))
+    rows = [
+        ("all positions", r["all_positions_seconds"], r["loss_all_positions"]),
+        ("supervised only", r["supervised_only_seconds"], r["loss_supervised_only"]),
+    ]
+    _print_comparison(("output head", "seconds/step", "loss"), rows, f"speedup {r['speedup']:.2f}x", r)
     return 0
 
 
@@ -89,7 +96,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     cfg = ProbeConfig(task=args.task, preset=args.preset, seq_len=args.seq_len, batch_size=args.batch_size,
                       steps=args.steps, lr=args.lr, initializer_range=args.init_range, tie_head=args.tie_head,
-                      log_every=args.log_every, seed=args.seed)  # fmt: skip
+                      log_every=args.log_every, seed=args.seed, max_files=args.max_files)  # fmt: skip
     print(f"{'step':>6s} {'answer loss':>12s} {'accuracy':>9s} {'exact':>7s} {'seconds':>8s}")
     row = "{step:6d} {loss:12.4f} {accuracy:9.3f} {exact_match:7.3f} {seconds:8.1f}"
     history = run_probe(cfg, args.cache_dir, progress=lambda r: print(row.format(**r), flush=True))
@@ -166,6 +173,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default="runs/cache", help="tokenizer cache (trained on first use)")
+    p.add_argument("--max-files", type=int, default=None, help="stdlib files for the tokenizer")
     p.set_defaults(func=cmd_probe)
     from dsv32.rl.commands import register_verbs  # post-training verbs: sft, grpo, post-recipe
 

@@ -23,16 +23,17 @@ def test_answer_metrics_by_hand():
     assert m["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, targets)))
 
 
-def test_probe_cli_short_run(capsys, tmp_path, monkeypatch):
+def test_probe_cli_short_run(capsys, tmp_path):
     import dsv32.train.probe as probe
 
-    monkeypatch.setattr(probe.ProbeConfig, "max_files", 40)  # a small corpus for the tokenizer
     args = ["train", "probe-retrieval", "--preset", "tiny", "--seq-len", "112", "--batch-size", "2",
-            "--steps", "3", "--log-every", "2", "--tie-head", "--cache-dir", str(tmp_path)]  # fmt: skip
+            "--steps", "3", "--log-every", "2", "--tie-head", "--cache-dir", str(tmp_path),
+            "--max-files", "40"]  # fmt: skip
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [r["step"] for r in result["history"]] == [2, 3]
     assert result["config"]["tie_head"] and result["config"]["seq_len"] == 112
+    assert result["config"]["max_files"] == 40
     for r in result["history"]:
         assert r["loss"] > 0 and 0 <= r["exact_match"] <= 1
     with pytest.raises(ValueError, match="unknown task"):
