@@ -38,7 +38,7 @@ from dsv32.engine.cache import PagedCache
 from dsv32.engine.experts import StackedExperts
 from dsv32.engine.fused import FusedInput, RopeTable, rms_norm, rotate
 from dsv32.model.indexer import fp8_emulate, hadamard_matrix, select_topk
-from dsv32.model.mla import attend_latent
+from dsv32.model.mla import attend_latent, sparse_kernel
 from dsv32.model.moe import MoE
 from dsv32.model.rope import rope_cos_sin
 from dsv32.model.transformer import DeepseekV32ForCausalLM
@@ -229,8 +229,10 @@ class ModelRunner:
             return attn.output_from_latent(o_lat)
         if ctx_rows_BS.shape[1] <= attn.indexer.topk:
             # Every sequence is within top-k: the selection is every causal key, i.e. dense
-            # attention in absorbed form (SPEC: sequences no longer than k are exactly dense).
+            # attention (SPEC: sequences no longer than k are exactly dense).
             c_all, pe_all = cache.read_latent(layer, ctx_rows_BS, dtype)
+            if t > 1:
+                return attn.mha(q_nope, q_pe, c_all, pe_all, pos_BT)
             o_lat, _ = attend_latent(attn.absorb(q_nope), q_pe, c_all, pe_all, pos_BT, attn.scale)
             return attn.output_from_latent(o_lat)
         keys_BSD = cache.read_index_keys(layer, ctx_rows_BS).to(k_index.dtype)
@@ -245,6 +247,9 @@ class ModelRunner:
                                      indices_BTK=local_BTK, impl="gather")  # fmt: skip
         else:
             c_all, pe_all = cache.read_latent(layer, ctx_rows_BS, dtype)
+            k, s = idx_BTK.shape[-1], ctx_rows_BS.shape[1]
+            if sparse_kernel(k, c_all.shape[-1] + pe_all.shape[-1], attn.n_heads, s) == "masked":
+                return attn.mha(q_nope, q_pe, c_all, pe_all, pos_BT, indices_BTK=idx_BTK)
             o_lat, _ = attend_latent(attn.absorb(q_nope), q_pe, c_all, pe_all, pos_BT, attn.scale,
-                                     indices_BTK=idx_BTK)  # fmt: skip
+                                     indices_BTK=idx_BTK, impl="gather")  # fmt: skip
         return attn.output_from_latent(o_lat)

@@ -18,7 +18,7 @@ import torch
 
 from dsv32.config import ModelConfig
 from dsv32.model.indexer import Indexer, causal_mask, index_scores, kl_to_indexer, select_topk
-from dsv32.model.mla import MLA, _chunk_size, attend_latent
+from dsv32.model.mla import MLA, _chunk_size, attend_latent, sparse_kernel
 
 
 @dataclass
@@ -69,7 +69,10 @@ class Attention(MLA):
                     q_I, w_I, k_I, q_pos_BT, index_topk or self.indexer.topk, keep_scores=return_index_scores
                 )
 
-        if attention == "sparse":
+        k_sel = aux.topk_indices.shape[-1] if attention == "sparse" else 0
+        if attention == "sparse" and self._sparse_as_mha(sparse_impl, indexer_loss, k_sel, c_kv.shape[1]):
+            out = self.mha(q_nope, q_pe, c_kv, k_pe, q_pos_BT, indices_BTK=aux.topk_indices)
+        elif attention == "sparse":
             o_lat, p_sel = attend_latent(
                 self.absorb(q_nope), q_pe, c_kv, k_pe, q_pos_BT, self.scale,
                 indices_BTK=aux.topk_indices, impl=sparse_impl, want_head_mean=indexer_loss == "sparse",
@@ -90,6 +93,17 @@ class Attention(MLA):
         if not return_indices and attention != "sparse":
             aux.topk_indices = None
         return out, aux
+
+    def _sparse_as_mha(self, sparse_impl: str, indexer_loss: str | None, k: int, s: int) -> bool:
+        """Sparse attention in MHA form ("mha", or "auto" where the absorbed form would score every
+        key anyway): the same result at fewer multiply-adds per query-key pair, through SDPA. Not
+        when the sparse indexer loss needs the attention probabilities (SDPA does not return them)."""
+        if sparse_impl == "mha" and indexer_loss == "sparse":
+            raise ValueError("sparse_impl='mha' cannot give the probabilities indexer_loss='sparse' needs")
+        if sparse_impl != "auto" or indexer_loss == "sparse":
+            return sparse_impl == "mha"
+        latent_width = self.kv_rank + self.dr
+        return sparse_kernel(k, latent_width, self.n_heads, s) == "masked"
 
     def _dense_kl(self, q_nope, q_pe, c_kv, k_pe, q_pos_BT, q_I, w_I, k_I) -> torch.Tensor:
         b, t, h, _ = q_nope.shape

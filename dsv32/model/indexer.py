@@ -107,8 +107,11 @@ class Indexer(nn.Module):
 
 def index_scores(q_BTHD: torch.Tensor, w_BTH: torch.Tensor, k_BSD: torch.Tensor) -> torch.Tensor:
     """I[b, t, s] = sum_j w[b, t, j] ReLU(q[b, t, j] . k[b, s]) in fp32, without any mask. [B, T, S]."""
-    dots_BTHS = torch.einsum("bthd,bsd->bths", q_BTHD.float(), k_BSD.float())
-    return torch.einsum("bths,bth->bts", F.relu(dots_BTHS), w_BTH)
+    # As two batched matmuls (heads folded into rows, then the weighted sum over heads as a
+    # [1, H] x [H, S] product per query): 2x faster on CPU than the equivalent einsums.
+    b, t, h, d = q_BTHD.shape
+    dots = torch.matmul(q_BTHD.float().reshape(b, t * h, d), k_BSD.float().transpose(1, 2)).relu_()
+    return torch.bmm(w_BTH.float().reshape(b * t, 1, h), dots.view(b * t, h, -1)).view(b, t, -1)
 
 
 def causal_mask(q_pos_BT: torch.Tensor, s: int) -> torch.Tensor:
@@ -120,7 +123,7 @@ def topk_from_scores(scores_BTS: torch.Tensor, visible_BTS: torch.Tensor, k: int
     """Top-k visible keys per query; -1 marks empty slots (queries with fewer than k visible keys)."""
     k = min(k, scores_BTS.shape[-1])
     masked = scores_BTS.masked_fill(~visible_BTS, float("-inf"))
-    values, idx_BTK = masked.topk(k, dim=-1)
+    values, idx_BTK = masked.topk(k, dim=-1, sorted=False)  # a set: order is never used (2x faster)
     return idx_BTK.masked_fill(values == float("-inf"), -1)
 
 

@@ -14,6 +14,9 @@ both chunked over queries so no [H, L, L] tensor exists at long L: `gather` (cop
 latent rows per query: O(L k) work) and `masked` (block-wise scores over all keys with the selection
 as a mask: O(L^2) work but cheaper when heads and latent are narrow, as in the small presets).
 `attend_latent_reference` is the plain unchunked masked version the tests hold them against.
+Where every key is scored anyway, the MHA form with the selection as an SDPA mask (`MLA.mha`) gives
+the same attention at fewer multiply-adds; `Attention` uses it unless the indexer's sparse KL needs
+the probabilities.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ def _softmax_rows(scores: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
     return probs.nan_to_num(0.0)
 
 
+def sparse_kernel(k: int, latent_width: int, heads: int, s: int) -> str:
+    """'gather' when copying k latent rows per query moves less than scoring all s keys per head
+    does, else 'masked'."""
+    return "gather" if k * latent_width < heads * s else "masked"
+
+
 def attend_latent(
     q_abs_BTHC: torch.Tensor,
     q_pe_BTHR: torch.Tensor,
@@ -71,7 +80,7 @@ def attend_latent(
     b, t, h, c = q_abs_BTHC.shape
     s = c_kv_BSC.shape[1]
     if indices_BTK is not None and impl == "auto":
-        impl = "gather" if indices_BTK.shape[-1] * (c + k_pe_BSR.shape[-1]) < h * s else "masked"
+        impl = sparse_kernel(indices_BTK.shape[-1], c + k_pe_BSR.shape[-1], h, s)
     kv_BSL = torch.cat((c_kv_BSC, k_pe_BSR), dim=-1)  # [B, S, C+R]
     q_BTHL = torch.cat((q_abs_BTHC, q_pe_BTHR), dim=-1)  # [B, T, H, C+R]
     out, means = [], []
@@ -170,18 +179,32 @@ class MLA(nn.Module):
         o_BTHV = torch.einsum("bthc,hvc->bthv", o_lat_BTHC, w_uv)
         return self.o_proj(o_BTHV.flatten(2))
 
-    def mha(self, q_nope, q_pe, c_kv, k_pe, q_pos_BT) -> torch.Tensor:
-        """MHA-form causal attention: expand the latent per head and run SDPA. -> [B, T, hidden]."""
+    def mha(self, q_nope, q_pe, c_kv, k_pe, q_pos_BT, indices_BTK=None) -> torch.Tensor:
+        """MHA-form causal attention: expand the latent per head and run SDPA. -> [B, T, hidden].
+
+        With `indices_BTK` each query sees only its selected keys (DSA in MHA form: the same
+        softmax over the same set as the absorbed form, at h (dn + dr + dv) multiply-adds per
+        query-key pair instead of h (2C + dr))."""
         b, t, h, _ = q_nope.shape
         s = c_kv.shape[1]
         k_nope, v = self.kv_b_proj(c_kv).view(b, s, h, self.dn + self.dv).split([self.dn, self.dv], -1)
         q_BHTD = torch.cat((q_nope, q_pe), -1).transpose(1, 2)
         k_BHSD = torch.cat((k_nope, k_pe[:, :, None].expand(b, s, h, self.dr)), -1).transpose(1, 2)
         v_BHSV = v.transpose(1, 2)
+        pad = self.dn + self.dr - self.dv
+        if pad > 0 and v.device.type == "cpu":
+            # PyTorch's CPU flash kernel needs V as wide as Q/K; otherwise SDPA falls back to its
+            # unfused math path, 3-4x slower forward and backward at these widths (zeros add nothing).
+            v_BHSV = F.pad(v_BHSV, (0, pad))
         starts_at_zero = t == s and bool((q_pos_BT == torch.arange(t, device=q_pos_BT.device)).all())
-        if starts_at_zero:
+        if starts_at_zero and indices_BTK is None:
             o = F.scaled_dot_product_attention(q_BHTD, k_BHSD, v_BHSV, is_causal=True, scale=self.scale)
         else:
-            mask = causal_mask(q_pos_BT, s)[:, None]
-            o = F.scaled_dot_product_attention(q_BHTD, k_BHSD, v_BHSV, attn_mask=mask, scale=self.scale)
+            mask = causal_mask(q_pos_BT, s)
+            if indices_BTK is not None:
+                mask &= selection_mask(indices_BTK, s)
+            o = F.scaled_dot_product_attention(
+                q_BHTD, k_BHSD, v_BHSV, attn_mask=mask[:, None], scale=self.scale
+            )
+        o = o[..., : self.dv]
         return self.o_proj(o.transpose(1, 2).flatten(2))

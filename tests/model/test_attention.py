@@ -56,6 +56,25 @@ def test_model_indexer_never_selects_future_tokens(tiny_model, tiny_config):
         assert torch.isfinite(out.index_scores[layer][0][~future]).all()
 
 
+def test_sparse_mha_form_equals_the_absorbed_kernels_with_gradients(tiny_model, tiny_config):
+    # DSA through SDPA in MHA form (selection as a mask) == the absorbed gather / masked kernels,
+    # forward and the gradient reaching the weights, on sequences longer than top-k.
+    x = _ids(tiny_config, t=3 * tiny_config.index_topk)
+    outs, grads = {}, {}
+    for impl in ("mha", "gather", "masked"):
+        tiny_model.zero_grad()
+        logits = tiny_model(x, attention="sparse", sparse_impl=impl).logits
+        logits.square().mean().backward()
+        outs[impl] = logits.detach()
+        grads[impl] = tiny_model.model.layers[0].self_attn.kv_b_proj.weight.grad.clone()
+    tiny_model.zero_grad()
+    for impl in ("gather", "masked"):
+        torch.testing.assert_close(outs["mha"], outs[impl], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(grads["mha"], grads[impl], atol=1e-6, rtol=1e-4)
+    with pytest.raises(ValueError, match="indexer_loss='sparse'"):
+        tiny_model(x, attention="sparse", sparse_impl="mha", indexer_loss="sparse")
+
+
 def _latent_problem(b=2, t=33, h=3, c=12, r=4, k=5, seed=0):
     g = torch.Generator().manual_seed(seed)
     q_abs, q_pe = torch.randn(b, t, h, c, generator=g), torch.randn(b, t, h, r, generator=g)
