@@ -69,17 +69,12 @@ class Attention(MLA):
                     q_I, w_I, k_I, q_pos_BT, index_topk or self.indexer.topk, keep_scores=return_index_scores
                 )
 
-        k_sel = aux.topk_indices.shape[-1] if attention == "sparse" else 0
-        if attention == "sparse" and self._sparse_as_mha(sparse_impl, indexer_loss, k_sel, c_kv.shape[1]):
-            out = self.mha(q_nope, q_pe, c_kv, k_pe, q_pos_BT, indices_BTK=aux.topk_indices)
-        elif attention == "sparse":
-            o_lat, p_sel = attend_latent(
-                self.absorb(q_nope), q_pe, c_kv, k_pe, q_pos_BT, self.scale,
-                indices_BTK=aux.topk_indices, impl=sparse_impl, want_head_mean=indexer_loss == "sparse",
-            )  # fmt: skip
-            out = self.output_from_latent(o_lat)
+        if attention == "sparse":
+            out, p_sel = self._sparse_attention(
+                q_nope, q_pe, c_kv, k_pe, q_pos_BT, aux.topk_indices, sparse_impl, indexer_loss == "sparse"
+            )
             if indexer_loss == "sparse":
-                aux.indexer_kl = self._sparse_kl(q_I, w_I, k_I, aux.topk_indices, p_sel.detach())
+                aux.indexer_kl = self._sparse_kl(q_I, w_I, k_I, aux.topk_indices, p_sel)
         elif form == "mha":
             out = self.mha(q_nope, q_pe, c_kv, k_pe, q_pos_BT)
         elif form == "absorbed":
@@ -94,16 +89,32 @@ class Attention(MLA):
             aux.topk_indices = None
         return out, aux
 
-    def _sparse_as_mha(self, sparse_impl: str, indexer_loss: str | None, k: int, s: int) -> bool:
-        """Sparse attention in MHA form ("mha", or "auto" where the absorbed form would score every
-        key anyway): the same result at fewer multiply-adds per query-key pair, through SDPA. Not
-        when the sparse indexer loss needs the attention probabilities (SDPA does not return them)."""
-        if sparse_impl == "mha" and indexer_loss == "sparse":
-            raise ValueError("sparse_impl='mha' cannot give the probabilities indexer_loss='sparse' needs")
-        if sparse_impl != "auto" or indexer_loss == "sparse":
-            return sparse_impl == "mha"
+    def _sparse_attention(self, q_nope, q_pe, c_kv, k_pe, q_pos_BT, indices_BTK, impl, want_probs):
+        """DSA output [B, T, hidden] and, if asked, the head-mean probabilities over the selected
+        slots [B, T, k] (detached: only the indexer's KL target uses them).
+
+        "mha" (and "auto" where the absorbed form would score every key anyway) runs the selection
+        as an SDPA mask in MHA form: the same attention at fewer multiply-adds per query-key pair,
+        forward and backward; the probabilities, which SDPA does not return, then come from a
+        no-grad pass of the absorbed kernel."""
         latent_width = self.kv_rank + self.dr
-        return sparse_kernel(k, latent_width, self.n_heads, s) == "masked"
+        if impl == "auto":
+            s, k = c_kv.shape[1], indices_BTK.shape[-1]
+            impl = "mha" if sparse_kernel(k, latent_width, self.n_heads, s) == "masked" else "auto"
+        if impl != "mha":
+            o_lat, p_sel = attend_latent(
+                self.absorb(q_nope), q_pe, c_kv, k_pe, q_pos_BT, self.scale,
+                indices_BTK=indices_BTK, impl=impl, want_head_mean=want_probs,
+            )  # fmt: skip
+            return self.output_from_latent(o_lat), (p_sel.detach() if want_probs else None)
+        out, p_sel = self.mha(q_nope, q_pe, c_kv, k_pe, q_pos_BT, indices_BTK=indices_BTK), None
+        if want_probs:
+            with torch.no_grad():
+                _, p_sel = attend_latent(
+                    self.absorb(q_nope), q_pe, c_kv, k_pe, q_pos_BT, self.scale,
+                    indices_BTK=indices_BTK, want_head_mean=True,
+                )  # fmt: skip
+        return out, p_sel
 
     def _dense_kl(self, q_nope, q_pe, c_kv, k_pe, q_pos_BT, q_I, w_I, k_I) -> torch.Tensor:
         b, t, h, _ = q_nope.shape

@@ -117,8 +117,8 @@ class DeepseekV32ForCausalLM(nn.Module):
         balance_loss: also compute the sequence-wise MoE balance loss.
         index_topk: override the config's top-k (e.g. to evaluate other budgets).
         sparse_impl: the sparse attention kernel, "gather" / "masked" (absorbed form, see
-            `model.mla`), "mha" (the selection as an SDPA mask in MHA form; not with
-            indexer_loss="sparse") or "auto" (MHA form where the absorbed form would be "masked").
+            `model.mla`), "mha" (the selection as an SDPA mask in MHA form) or "auto" (MHA form
+            where the absorbed form would be "masked").
         logits_at: bool [B, T]; project only these positions to the vocabulary (out.logits is then
             [N, V]). Losses on a few tokens per row (answers, assistant turns) skip the rest of the
             output head, which at small widths costs as much as the layers.
