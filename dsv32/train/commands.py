@@ -91,6 +91,20 @@ def cmd_bench_head(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_kernels(args: argparse.Namespace) -> int:
+    from dsv32.train.bench import compare_sparse_form, compare_value_padding
+
+    pad = compare_value_padding(args.preset, args.seq_len, args.repeats)
+    rows = [("V unpadded", pad["unpadded_seconds"]), ("V padded", pad["padded_seconds"])]
+    verdict = f"speedup {pad['speedup']:.2f}x, largest difference {pad['max_abs_difference']:.2e}"
+    _print_comparison(("SDPA fwd+bwd", "seconds"), rows, verdict, pad)
+    form = compare_sparse_form(args.preset, args.seq_len, args.batch_size, args.repeats)
+    rows = [("absorbed", form["absorbed_seconds"], form["loss_absorbed"]),
+            ("MHA form", form["mha_seconds"], form["loss_mha"])]  # fmt: skip
+    _print_comparison(("sparse step", "seconds/step", "loss"), rows, f"speedup {form['speedup']:.2f}x", form)
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from dsv32.train.probe import ProbeConfig, run_probe
 
@@ -160,6 +174,15 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--supervised", type=int, default=8, help="supervised tokens per row")
     p.add_argument("--repeats", type=int, default=3)
     p.set_defaults(func=cmd_bench_head)
+
+    p = sub.add_parser(
+        "bench-kernels", help="attention kernels in training: SDPA V padding, sparse absorbed vs MHA form"
+    )
+    p.add_argument("--preset", default="small", choices=("tiny", "small"))
+    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.set_defaults(func=cmd_bench_kernels)
 
     p = sub.add_parser("probe-retrieval", help="how fast one long-context task is learned (exact match)")
     p.add_argument("--task", default="passkey")

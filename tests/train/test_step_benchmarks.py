@@ -5,7 +5,12 @@ import json
 import pytest
 
 from dsv32.cli import main
-from dsv32.train.bench import compare_output_head, compare_precision
+from dsv32.train.bench import (
+    compare_output_head,
+    compare_precision,
+    compare_sparse_form,
+    compare_value_padding,
+)
 
 
 def test_output_head_bench_losses_agree_and_ratio_is_consistent():
@@ -26,3 +31,20 @@ def test_bench_head_cli_prints_json_last(capsys):
     assert main(["train", "bench-head", "--preset", "tiny", "--seq-len", "48", "--repeats", "1"]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["supervised_per_row"] == 8 and last["seq_len"] == 48
+
+
+def test_kernel_benches_compare_equal_results():
+    pad = compare_value_padding("tiny", seq_len=64, repeats=1)
+    assert (pad["qk_width"], pad["v_width"]) == (24, 16)
+    assert pad["max_abs_difference"] < 1e-4  # same attention, gradients included
+    assert pad["speedup"] == pytest.approx(pad["unpadded_seconds"] / pad["padded_seconds"])
+    form = compare_sparse_form("tiny", seq_len=48, repeats=1)
+    assert form["loss_mha"] == pytest.approx(form["loss_absorbed"], rel=1e-5)
+    with pytest.raises(ValueError, match="index_topk"):
+        compare_sparse_form("tiny", seq_len=16, repeats=1)
+
+
+def test_bench_kernels_cli_prints_json_last(capsys):
+    assert main(["train", "bench-kernels", "--preset", "tiny", "--seq-len", "40", "--repeats", "1"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["attention"] == "sparse" and last["seq_len"] == 40
