@@ -7,7 +7,10 @@ the model's own (`MoE.gate`, same routing), the routed experts' weights are stac
 largest group, and the SwiGLU runs as `bmm` over experts: over all experts (unused ones see only
 zero rows; no weight copy) unless at most a quarter are in use, then over a copy of theirs. With at
 most SLOT_LOOP_MAX token slots (single-sequence decode) each slot is two matmuls on views of the
-stacks. The result equals `MoE.forward` up to float summation order (tested).
+stacks, and the gate's group-limited top-k runs in Python on the few score rows (the same rule as
+`Gate.choose` on the same fp32 scores, in a handful of calls instead of about twenty tensor ops).
+The shared expert's gate and up projections run as one matmul on their stacked weights.
+The result equals `MoE.forward` up to float summation order (tested).
 The stacks are rebuilt when any expert weight changes (in-place updates bump a tensor's version;
 replaced tensors change its data pointer), so an engine sharing a model with a trainer stays exact.
 """
@@ -30,6 +33,9 @@ class StackedExperts:
         # The Linear modules are fixed; their weights are looked up per call through `_parameters`
         # (a dict read, far cheaper than nn.Module attribute access), so replaced tensors are seen.
         self._linears = [lin for e in moe.experts for lin in (e.gate_proj, e.up_proj, e.down_proj)]
+        shared = moe.shared_experts
+        if shared is not None:
+            self._linears += [shared.gate_proj, shared.up_proj, shared.down_proj]
 
     def _weights(self) -> list[torch.Tensor]:
         return [lin._parameters["weight"] for lin in self._linears]
@@ -45,6 +51,9 @@ class StackedExperts:
                 [torch.cat((e.gate_proj.weight, e.up_proj.weight), 0).T for e in experts]
             ).contiguous()  # [E, D, 2I]
             self.w_down = torch.stack([e.down_proj.weight.T for e in experts]).contiguous()  # [E, I, D]
+            shared = self.moe.shared_experts
+            if shared is not None:
+                self.shared_gate_up = torch.cat((shared.gate_proj.weight, shared.up_proj.weight), 0)
         self._key = key
 
     @torch.no_grad()
@@ -52,21 +61,44 @@ class StackedExperts:
         self._refresh()
         b, t, d = x_BTD.shape
         x_ND = x_BTD.reshape(b * t, d)
-        routing = self.moe.gate(x_ND)
-        n, k = routing.expert_ids.shape
-        if n * k <= SLOT_LOOP_MAX:
-            y_ND = self._slot_loop(x_ND, routing)
+        gate = self.moe.gate
+        if b * t * gate.top_k <= SLOT_LOOP_MAX:
+            routing, ids, weights = self._route_few(x_ND)
+            y_ND = self._slot_loop(x_ND, ids, weights)
         else:
+            routing = gate(x_ND)
             y_ND = self._grouped(x_ND, routing)
-        if self.moe.shared_experts is not None:
-            y_ND = y_ND + self.moe.shared_experts(x_ND)
+        shared = self.moe.shared_experts
+        if shared is not None:
+            g, u = F.linear(x_ND, self.shared_gate_up).chunk(2, dim=-1)
+            y_ND = y_ND + shared.down_proj(F.silu(g) * u)
         return y_ND.view(b, t, d), routing
 
-    def _slot_loop(self, x_ND: torch.Tensor, routing: Routing) -> torch.Tensor:
+    def _route_few(self, x_ND: torch.Tensor) -> tuple[Routing, list[list[int]], list[list[float]]]:
+        """`Gate.forward` for a few tokens, its top-k rules in Python on the fp32 scores.
+        Returns the Routing and its ids and weights as Python lists."""
+        gate = self.moe.gate
+        scores_NE = torch.sigmoid(F.linear(x_ND.float(), gate.weight.float()))
+        choice_NE = scores_NE + gate.e_score_correction_bias.float()
+        per_group = gate.n_experts // gate.n_group
+        all_ids, all_weights = [], []
+        for scores, choice in zip(scores_NE.tolist(), choice_NE.tolist()):
+            groups = [choice[g * per_group : (g + 1) * per_group] for g in range(gate.n_group)]
+            group_score = [sum(sorted(grp, reverse=True)[:2]) for grp in groups]
+            kept = sorted(range(gate.n_group), key=group_score.__getitem__, reverse=True)[: gate.topk_group]
+            allowed = [g * per_group + j for g in kept for j in range(per_group)]
+            ids = sorted(allowed, key=choice.__getitem__, reverse=True)[: gate.top_k]
+            picked = [scores[e] for e in ids]
+            norm = sum(picked) + 1e-20 if gate.normalize else 1.0
+            all_ids.append(ids)
+            all_weights.append([w / norm * gate.scaling for w in picked])
+        routing = Routing(torch.tensor(all_ids), torch.tensor(all_weights), scores_NE)
+        return routing, all_ids, all_weights
+
+    def _slot_loop(self, x_ND: torch.Tensor, ids_rows: list[list[int]], weights: list[list[float]]):
         # A handful of slots (single-sequence decode): one matmul pair per slot on views of the stacks.
-        weights = routing.weights.tolist()  # Python floats: exact fp32 values, no per-slot tensor ops
         rows = []
-        for i, ids in enumerate(routing.expert_ids.tolist()):
+        for i, ids in enumerate(ids_rows):
             x_1D = x_ND[i : i + 1]
             acc = None
             for e, w in zip(ids, weights[i]):

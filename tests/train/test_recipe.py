@@ -54,7 +54,9 @@ def test_curriculum_adds_a_short_pretraining_run_that_pretraining_starts_from(tm
     short = stage_config(spec, "pretrain_short", "pretrain", tmp_path)
     main_cfg = stage_config(spec, "pretrain", "pretrain", tmp_path)
     assert (short.seq_len, short.batch_size, short.steps, short.data.n_pairs) == (128, 32, 7, 2)
-    assert (main_cfg.seq_len, main_cfg.steps, main_cfg.data.n_pairs) == (2048, 240, 8)
+    own_steps = spec["stages"]["pretrain"]["steps"]  # the main run keeps the stage's own settings
+    assert own_steps != 7
+    assert (main_cfg.seq_len, main_cfg.steps, main_cfg.data.n_pairs) == (2048, own_steps, 8)
     assert short.data.tasks == main_cfg.data.tasks and short.lr == main_cfg.lr  # the rest is the stage's
 
 
