@@ -52,17 +52,23 @@ class InductionRows:
         return self.n
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        tokens, _ = self.with_copies(i)
+        mask = np.ones(len(tokens), dtype=bool)
+        mask[0] = False
+        return tokens, mask
+
+    def with_copies(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, is_copy) of row i: `is_copy[j]` is True where token j repeats an earlier span,
+        the only tokens a model can predict (first copies are uniform random)."""
         if not 0 <= i < self.n:
             raise IndexError(f"row {i} out of range for {self.n} rows")
         rng = np.random.default_rng([self.seed, i])
         width = self.seq_len + 1
-        pieces, used = [], 0
+        pieces, copies, used = [], [], 0
         while used < width:
             length = int(rng.integers(self.span[0], self.span[1] + 1))
             span = self.token_ids[rng.integers(0, len(self.token_ids), size=length)]
             pieces += [span, span]
+            copies += [np.zeros(length, dtype=bool), np.ones(length, dtype=bool)]
             used += 2 * len(span)
-        tokens = np.concatenate(pieces)[:width].astype(np.int64)
-        mask = np.ones(width, dtype=bool)
-        mask[0] = False
-        return tokens, mask
+        return np.concatenate(pieces)[:width].astype(np.int64), np.concatenate(copies)[:width]

@@ -118,6 +118,27 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe_induction(args: argparse.Namespace) -> int:
+    from dsv32.train.induction_probe import InductionProbeConfig, run_induction_probe
+
+    cfg = InductionProbeConfig(preset=args.preset, layers=args.layers or None,
+                               archs=tuple(a.strip() for a in args.archs.split(",") if a.strip()),
+                               n_symbols=args.symbols, seq_len=args.seq_len, batch_size=args.batch_size,
+                               steps=args.steps, lr=args.lr, initializer_range=args.init_range,
+                               log_every=args.log_every, seed=args.seed)  # fmt: skip
+    print(f"{'step':>6s} " + " ".join(f"{a + ' copy loss':>22s} {'accuracy':>9s}" for a in cfg.archs))
+
+    def show(r):
+        cells = " ".join(f"{r[a]['copy_loss']:22.4f} {r[a]['copy_accuracy']:9.3f}" for a in cfg.archs)
+        print(f"{r['step']:6d} {cells}", flush=True)
+
+    result = run_induction_probe(cfg, progress=show)
+    print(f"no-copy plateau ln({cfg.n_symbols}) = {result['plateau']}; first step 0.1 below it: "
+          + ", ".join(f"{a} {s}" for a, s in result["escape_step"].items()))  # fmt: skip
+    print(json.dumps({"config": vars(cfg), **result}))
+    return 0
+
+
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(title="verbs", metavar="verb")
     helps = {
@@ -198,6 +219,20 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default="runs/cache", help="tokenizer cache (trained on first use)")
     p.add_argument("--max-files", type=int, default=None, help="stdlib files for the tokenizer")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("probe-induction", help="steps until copying forms: dsv32 vs a plain transformer")
+    p.add_argument("--preset", default="small", choices=("tiny", "small"))
+    p.add_argument("--layers", type=int, default=2, help="depth of both models (0: the preset's)")
+    p.add_argument("--archs", default="dsv32,reference", help="comma-separated subset of dsv32,reference")
+    p.add_argument("--symbols", type=int, default=64, help="alphabet of the random spans")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--init-range", type=float, default=0.05, help="initializer_range of the dsv32 model")
+    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_probe_induction)
     from dsv32.rl.commands import register_verbs  # post-training verbs: sft, grpo, post-recipe
 
     register_verbs(sub)

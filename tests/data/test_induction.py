@@ -56,3 +56,13 @@ def test_copy_tokens_spell_digits_and_capitals_only(tokenizer):
     assert all(t.isalnum() and t.upper() == t for t in texts)
     assert not set(ids.tolist()) & set(tokenizer.special_tokens.values())
     assert all(i in ids for i in tokenizer.encode("48213") + tokenizer.encode("QWERTY"))
+
+
+def test_copy_mask_marks_exactly_the_repeats():
+    rows = InductionRows(3, seq_len=40, token_ids=np.arange(2, 50), seed=4, span=(5, 5))
+    for i in range(3):
+        tokens, is_copy = rows.with_copies(i)
+        assert np.array_equal(tokens, rows[i][0])
+        assert np.array_equal(is_copy, np.tile([False] * 5 + [True] * 5, 5)[:41])
+        j = np.flatnonzero(is_copy)
+        assert np.array_equal(tokens[j], tokens[j - 5])

@@ -1,0 +1,60 @@
+"""The induction probe: its metrics by hand, the reference model is causal, and a short CLI run."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from dsv32.cli import main
+from dsv32.train.induction_probe import (
+    InductionProbeConfig,
+    ReferenceTransformer,
+    copy_metrics,
+    escape_step,
+    run_induction_probe,
+)
+
+
+def test_copy_metrics_read_only_repeated_positions():
+    targets = torch.tensor([[3, 4, 3, 4]])
+    is_copy = torch.tensor([[False, False, True, True]])
+    logits = torch.zeros(1, 4, 6)
+    logits[0, 2, 3] = 10.0  # right on the first repeat
+    logits[0, 3, 5] = 10.0  # wrong on the second
+    logits[0, 0, 0] = 50.0  # a non-copy position, ignored
+    m = copy_metrics(logits, targets, is_copy)
+    assert m["copy_accuracy"] == pytest.approx(0.5)
+    expected = torch.nn.functional.cross_entropy(logits[0, 2:], targets[0, 2:])
+    assert m["copy_loss"] == pytest.approx(float(expected))
+
+
+def test_escape_step_is_the_first_logged_step_below_the_plateau():
+    history = [{"step": s, "a": {"copy_loss": v}} for s, v in [(25, 4.2), (50, 4.1), (75, 4.0), (100, 3.5)]]
+    assert escape_step(history, "a", plateau=math.log(64)) == 75  # ln 64 = 4.159; 4.0 <= 4.059
+    assert escape_step(history, "a", plateau=math.log(64), margin=1.0) is None
+
+
+def test_reference_transformer_is_causal():
+    torch.manual_seed(0)
+    model = ReferenceTransformer(vocab=20, width=16, heads=2, ffn=32, layers=2, max_len=10).eval()
+    ids = torch.randint(0, 20, (1, 10))
+    changed = ids.clone()
+    changed[0, 7] = (ids[0, 7] + 1) % 20
+    a, b = model(ids), model(changed)
+    torch.testing.assert_close(a[:, :7], b[:, :7])
+    assert not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+def test_probe_cli_short_run(capsys):
+    args = ["train", "probe-induction", "--preset", "tiny", "--seq-len", "32", "--batch-size", "2",
+            "--steps", "3", "--log-every", "2", "--symbols", "16"]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["step"] for r in result["history"]] == [2, 3]
+    assert result["plateau"] == pytest.approx(math.log(16), abs=1e-4)
+    for r in result["history"]:
+        for arch in ("dsv32", "reference"):
+            assert 0 < r[arch]["copy_loss"] < 10 and 0 <= r[arch]["copy_accuracy"] <= 1
+    with pytest.raises(ValueError, match="archs must be"):
+        run_induction_probe(InductionProbeConfig(archs=("dsv32", "gpt")))
