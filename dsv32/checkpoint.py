@@ -8,6 +8,8 @@ Loading:
   are dequantised: W[i, j] = W_fp8[i, j] * scale_inv[i // 128, j // 128].
 - Tensors of the MTP layer(s) (layer index >= num_hidden_layers) are skipped with a log line:
   dsv32 does not implement multi-token prediction.
+- With `tie_word_embeddings` the head is stored once, as the embedding (a stored `lm_head.weight`
+  is ignored), and the loaded model shares one Parameter between the two.
 - Missing, unexpected or mis-shaped tensors raise one `CheckpointError` listing all of them.
 - The model is built on the meta device and loaded tensors are assigned into it, one shard at a
   time, so a checkpoint is never held in memory twice.
@@ -40,6 +42,7 @@ INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 META_NAME = "dsv32_meta.json"
 FP8_BLOCK = 128
+TIED_HEAD, EMBEDDING = "lm_head.weight", "model.embed_tokens.weight"
 _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.")
 
 
@@ -58,6 +61,8 @@ def save_checkpoint(
     directory = Path(directory)
     state = model.state_dict() if isinstance(model, torch.nn.Module) else model
     state = {name: t.detach().contiguous().cpu() for name, t in state.items()}
+    if config.tie_word_embeddings:  # one tensor on disk, as Hugging Face writes tied heads
+        state.pop(TIED_HEAD, None)
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for name in sorted(state, key=_tensor_order):
@@ -162,6 +167,9 @@ def read_state_dict(directory: str | Path, config: ModelConfig) -> dict[str, tor
         if weight_name not in state:
             raise CheckpointError(f"{name} has no matching {weight_name}")
         state[weight_name] = dequantize_fp8_blocks(state[weight_name], state.pop(name))
+    if config.tie_word_embeddings and EMBEDDING in state:
+        # A tied head is the embedding, whether or not the file also stores a copy of it.
+        state[TIED_HEAD] = state[EMBEDDING]
     return state
 
 
@@ -209,6 +217,7 @@ def load_model(
         # sit at offsets that send BLAS down different kernels, breaking bit-exact reproduction.
         state[name] = tensor.to(device=device, dtype=target, copy=True)
     model.load_state_dict(state, assign=True, strict=True)
+    model.tie_weights()
     return model
 
 

@@ -64,7 +64,14 @@ class DeepseekV32ForCausalLM(nn.Module):
         self.config = config
         self.model = DeepseekV32Model(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.tie_weights()
         self.reset_parameters()
+
+    def tie_weights(self) -> None:
+        """With `tie_word_embeddings` the output head is the input embedding (one Parameter). Loading
+        with assign=True replaces parameters, so loaders call this again afterwards."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
 
     @torch.no_grad()
     def reset_parameters(self, seed: int | None = None) -> None:

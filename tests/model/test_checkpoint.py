@@ -12,7 +12,10 @@ from dsv32.checkpoint import (
     load_model,
     save_checkpoint,
 )
+from dsv32.config import preset
+from dsv32.model.accounting import count_params
 from dsv32.model.indexer import fp8_ue8m0_quantize
+from dsv32.model.transformer import build_model
 
 
 def test_round_trip_is_bit_exact_and_sharded(tiny_model, tiny_config, tmp_path):
@@ -38,6 +41,33 @@ def test_round_trip_is_bit_exact_and_sharded(tiny_model, tiny_config, tmp_path):
     x = torch.randint(0, tiny_config.vocab_size, (1, 30))
     with torch.no_grad():
         assert torch.equal(tiny_model(x, attention="sparse").logits, loaded(x, attention="sparse").logits)
+
+
+def test_tied_head_is_stored_once_and_stays_tied(tmp_path):
+    config = preset("tiny").replace(tie_word_embeddings=True)
+    model = build_model(config, seed=3).eval()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    untied = build_model(preset("tiny"), seed=3)
+    saved = sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in model.parameters())
+    assert saved == config.vocab_size * config.hidden_size
+    assert count_params(preset("tiny")).total - count_params(config).total == saved
+    save_checkpoint(model, config, tmp_path / "ck")
+    stored = load_file(str(tmp_path / "ck" / "model-00001-of-00001.safetensors"))
+    assert "lm_head.weight" not in stored and "model.embed_tokens.weight" in stored
+    loaded = load_model(tmp_path / "ck")
+    assert loaded.lm_head.weight is loaded.model.embed_tokens.weight  # one Parameter, not two copies
+    x = torch.randint(0, config.vocab_size, (1, 20))
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, loaded(x).logits)
+    # A file that also stores the head (as some exporters do) loads; the head is the embedding.
+    stored["lm_head.weight"] = torch.zeros_like(stored["model.embed_tokens.weight"])
+    save_file(stored, str(tmp_path / "ck" / "model-00001-of-00001.safetensors"))
+    index = json.loads((tmp_path / "ck" / INDEX_NAME).read_text())
+    index["weight_map"]["lm_head.weight"] = "model-00001-of-00001.safetensors"
+    (tmp_path / "ck" / INDEX_NAME).write_text(json.dumps(index))
+    again = load_model(tmp_path / "ck")
+    assert again.lm_head.weight is again.model.embed_tokens.weight
+    assert torch.equal(again.lm_head.weight, model.lm_head.weight)
 
 
 def test_overwrite_is_atomic(tiny_model, tiny_config, tmp_path, monkeypatch):

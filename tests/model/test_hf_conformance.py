@@ -16,13 +16,13 @@ from dsv32.checkpoint import save_checkpoint
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="module")
-def hf_pair(tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["untied", "tied"])
+def hf_pair(tmp_path_factory, request):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from dsv32.config import preset
     from dsv32.model.transformer import build_model
 
-    config = preset("tiny")
+    config = preset("tiny").replace(tie_word_embeddings=request.param)
     model = build_model(config, seed=5).eval()
     with torch.no_grad():  # non-trivial norms, LayerNorm biases and routing biases
         for gate in model.gates().values():
@@ -35,6 +35,8 @@ def hf_pair(tmp_path_factory):
     hf = transformers.DeepseekV32ForCausalLM.from_pretrained(
         str(directory), dtype=torch.float32, attn_implementation="eager"
     ).eval()
+    tied_there = hf.lm_head.weight.data_ptr() == hf.model.embed_tokens.weight.data_ptr()
+    assert tied_there == config.tie_word_embeddings
     return config, model, hf
 
 

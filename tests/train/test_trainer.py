@@ -16,8 +16,9 @@ def _losses(result):
     return [m["lm_loss"] for m in result.metrics]
 
 
-def test_resume_continues_bit_identically(make_cfg, tmp_path):
-    cfg = make_cfg(steps=6, save_every=3)
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied-head"])
+def test_resume_continues_bit_identically(make_cfg, tmp_path, tied):
+    cfg = make_cfg(steps=6, save_every=3, model_overrides={"tie_word_embeddings": tied})
     full = train_stage(cfg, tmp_path / "full", progress=False)
     first = train_stage(cfg, tmp_path / "cut", stop_after=3, progress=False)
     assert _losses(first) == _losses(full)[:3]
