@@ -106,13 +106,15 @@ def cmd_bench_kernels(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from dsv32.train.probe import ProbeConfig, run_probe
+    from dsv32.train.probe import ProbeConfig, parse_curriculum, run_probe
 
+    curriculum = parse_curriculum(args.curriculum) if args.curriculum else None
     cfg = ProbeConfig(task=args.task, preset=args.preset, seq_len=args.seq_len, batch_size=args.batch_size,
                       steps=args.steps, lr=args.lr, initializer_range=args.init_range, tie_head=args.tie_head,
-                      log_every=args.log_every, seed=args.seed, max_files=args.max_files)  # fmt: skip
-    print(f"{'step':>6s} {'answer loss':>12s} {'accuracy':>9s} {'exact':>7s} {'seconds':>8s}")
-    row = "{step:6d} {loss:12.4f} {accuracy:9.3f} {exact_match:7.3f} {seconds:8.1f}"
+                      curriculum=curriculum, log_every=args.log_every, seed=args.seed,
+                      max_files=args.max_files)  # fmt: skip
+    print(f"{'step':>6s} {'context':>8s} {'answer loss':>12s} {'accuracy':>9s} {'exact':>7s} {'seconds':>8s}")
+    row = "{step:6d} {seq_len:8d} {loss:12.4f} {accuracy:9.3f} {exact_match:7.3f} {seconds:8.1f}"
     history = run_probe(cfg, args.cache_dir, progress=lambda r: print(row.format(**r), flush=True))
     print(json.dumps({"config": vars(cfg), "history": history}))
     return 0
@@ -213,7 +215,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--init-range", type=float, default=0.05, help="initializer_range of the fresh model")
-    p.add_argument("--tie-head", action="store_true", help="tie output head and embedding (probe only)")
+    p.add_argument("--tie-head", action="store_true", help="tie_word_embeddings: the head is the embedding")
+    p.add_argument("--curriculum", default=None,
+                   help="phases SEQ_LENxBATCH:STEPS,... run in order (replaces --seq-len/--batch-size/--steps)")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default="runs/cache", help="tokenizer cache (trained on first use)")

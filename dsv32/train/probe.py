@@ -4,8 +4,10 @@ Fresh task samples every step (no reuse), loss on the answer + EOS only, the out
 those positions only, plain AdamW (no weight decay, betas 0.9/0.95, linear warm-up then constant,
 clip 1.0). Every `log_every` steps it reports, averaged over the interval: the answer loss, the
 accuracy of the answer tokens (EOS excluded) and the exact-match rate (every answer token and EOS
-argmax-correct under teacher forcing, which is what greedy decoding would produce). `tie_head` ties
-the output head to the input embedding for this probe only (the model itself keeps them separate).
+argmax-correct under teacher forcing, which is what greedy decoding would produce). `tie_head` sets
+the model config's `tie_word_embeddings`. `curriculum` replaces the single (seq_len, batch_size,
+steps) phase by several, run in order on the same model and optimizer: retrieval learned at a
+short context is carried to longer ones.
 
 This is the measurement behind README's notes on why the small presets learn retrieval slowly; it
 uses the same task generators as training (`dsv32.data.longctx`) and the stage's tokenizer cache.
@@ -39,6 +41,7 @@ class ProbeConfig:
     warmup_steps: int = 30
     initializer_range: float = 0.05
     tie_head: bool = False
+    curriculum: list[tuple[int, int, int]] | None = None  # (seq_len, batch_size, steps) per phase
     n_pairs: int = 2  # kv_recall at short contexts
     log_every: int = 25
     seed: int = 0
@@ -59,47 +62,67 @@ def answer_metrics(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tens
     }
 
 
+def parse_curriculum(text: str) -> list[tuple[int, int, int]]:
+    """'80x32:120,112x32:60' -> [(80, 32, 120), (112, 32, 60)]: seq_len x batch_size : steps."""
+    phases = []
+    for part in text.split(","):
+        try:
+            shape, steps = part.strip().split(":")
+            seq_len, batch = shape.split("x")
+            phase = (int(seq_len), int(batch), int(steps))
+        except ValueError:
+            raise ValueError(f"curriculum phase {part!r}: expected SEQ_LENxBATCH:STEPS, e.g. 80x32:120") from None
+        if min(phase) < 1:
+            raise ValueError(f"curriculum phase {part!r}: every number must be >= 1")
+        phases.append(phase)
+    return phases
+
+
 def run_probe(cfg: ProbeConfig, cache_dir: str | Path, progress=print) -> list[dict]:
     if cfg.task not in TASKS:
         raise ValueError(f"unknown task {cfg.task!r}; expected one of {TASKS}")
+    phases = cfg.curriculum or [(cfg.seq_len, cfg.batch_size, cfg.steps)]
     vocab = preset(cfg.preset).vocab_size
     data = DataConfig(n_pairs=cfg.n_pairs, vocab_size=vocab, max_files=cfg.max_files)
     corpus = load_corpus(data)
     tok = get_tokenizer(data, corpus, Path(cache_dir))
     code = list(corpus.texts("val"))[:50] if cfg.task == "code_needle" else []
     tasks = LongContextTasks(tok, code_texts=code, options=task_options(data))
-    model_cfg = preset(cfg.preset).replace(vocab_size=tok.vocab_size, initializer_range=cfg.initializer_range)
+    model_cfg = preset(cfg.preset).replace(
+        vocab_size=tok.vocab_size, initializer_range=cfg.initializer_range, tie_word_embeddings=cfg.tie_head
+    )
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg, seed=cfg.seed)
-    if cfg.tie_head:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    params = list({id(p): p for p in model.parameters()}.values())
+    params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
-    history, window, start = [], [], time.perf_counter()
-    for step in range(cfg.steps):
-        ids = np.full((cfg.batch_size, cfg.seq_len + 1), tok.eos_id, dtype=np.int64)
-        mask = np.zeros_like(ids, dtype=bool)
-        for i in range(cfg.batch_size):
-            sample = tasks.sample(cfg.task, cfg.seq_len + 1, derive_seed(cfg.seed, step * cfg.batch_size + i))
-            row, row_mask = training_example(sample)
-            ids[i, : len(row)], mask[i, : len(row)] = row, row_mask
-        ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)[:, 1:]
-        logits = model(ids_t[:, :-1], logits_at=mask_t).logits
-        targets = ids_t[:, 1:][mask_t]
-        loss = F.cross_entropy(logits.float(), targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        rows = mask_t.nonzero()[:, 0]
-        window.append(answer_metrics(logits.detach(), targets, rows, tok.eos_id))
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            record = {"step": step + 1, "seconds": round(time.perf_counter() - start, 1)}
-            record.update({k: round(float(np.nanmean([w[k] for w in window])), 4) for k in window[0]})
-            history.append(record)
-            window = []
-            if progress:
-                progress(record)
+    history, window, start, step, drawn = [], [], time.perf_counter(), 0, 0
+    for seq_len, batch_size, steps in phases:
+        for phase_step in range(steps):
+            ids = np.full((batch_size, seq_len + 1), tok.eos_id, dtype=np.int64)
+            mask = np.zeros_like(ids, dtype=bool)
+            for i in range(batch_size):
+                sample = tasks.sample(cfg.task, seq_len + 1, derive_seed(cfg.seed, drawn))
+                drawn += 1
+                row, row_mask = training_example(sample)
+                ids[i, : len(row)], mask[i, : len(row)] = row, row_mask
+            ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)[:, 1:]
+            logits = model(ids_t[:, :-1], logits_at=mask_t).logits
+            targets = ids_t[:, 1:][mask_t]
+            loss = F.cross_entropy(logits.float(), targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            rows = mask_t.nonzero()[:, 0]
+            window.append(answer_metrics(logits.detach(), targets, rows, tok.eos_id))
+            if step % cfg.log_every == 0 or phase_step + 1 == steps:
+                record = {"step": step, "seq_len": seq_len, "seconds": round(time.perf_counter() - start, 1)}
+                record.update({k: round(float(np.nanmean([w[k] for w in window])), 4) for k in window[0]})
+                history.append(record)
+                window = []
+                if progress:
+                    progress(record)
     return history

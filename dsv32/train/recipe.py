@@ -4,11 +4,12 @@ by side with the dense model, plus the ablation that skips the warm-up.
 A recipe is JSON: `common` (TrainConfig keys shared by all stages), `stages` (`pretrain`,
 `dsa-warmup`, `dsa-sparse`: per-stage keys on top), optional `ablation` (keys on top of `dsa-sparse`
 for the no-warm-up run), optional `curriculum` (keys on top of `pretrain` for a first, short-context
-pretraining run that the main one starts from) and `eval` (`EvalSettings` keys; `extra: true` also
+pretraining run that the main one starts from; or a list of such objects, run in order, each
+starting from the one before) and `eval` (`EvalSettings` keys; `extra: true` also
 evaluates the warmed-up model with sparse attention before sparse training). Names resolve to
 `dsv32/recipes/headline-<name>.json` (package data).
 
-Output directory: run directories [`pretrain_short/`,] `pretrain/`, `warmup/`, `sparse/`,
+Output directory: run directories [`pretrain_short/` | `pretrain_short_1/`, ...,] `pretrain/`, `warmup/`, `sparse/`,
 `sparse_no_warmup/`, `cache/` (tokenizer and shards, shared), `results.json`, `results.md` and `losses.png`,
 `recall.png`, `accuracy.png`. A stage whose run already holds its final checkpoint is not re-run, so
 an interrupted recipe continues where it stopped (an interrupted stage resumes exactly).
@@ -36,16 +37,29 @@ RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 def recipe_runs(spec: dict, ablation: bool = True) -> list[tuple[str, str, str | None]]:
     """(run directory, stage, run it starts from), in order. A recipe with a `curriculum` object
     (dotted overrides of the pretrain stage, e.g. {"seq_len": 128, "batch_size": 32, "steps": 900})
-    first pretrains under those settings ("pretrain_short") and starts the main pretraining from it:
-    retrieval forms at short context long before it does at 2048 (see README)."""
-    short = bool(spec.get("curriculum"))
-    runs = [("pretrain_short", "pretrain", None)] if short else []
+    first pretrains under those settings ("pretrain_short") and starts the main pretraining from it;
+    a list of such objects runs them in order ("pretrain_short_1", ...), each from the one before.
+    Retrieval forms at short context long before it does at 2048 (see README)."""
+    runs, previous = [], None
+    for name in curriculum_runs(spec):
+        runs.append((name, "pretrain", previous))
+        previous = name
     runs += [
-        ("pretrain", "pretrain", "pretrain_short" if short else None),
+        ("pretrain", "pretrain", previous),
         ("warmup", "dsa-warmup", "pretrain"),
         ("sparse", "dsa-sparse", "warmup"),
     ]
     return runs + [("sparse_no_warmup", "dsa-sparse", "pretrain")] if ablation else runs
+
+
+def curriculum_runs(spec: dict) -> dict[str, dict[str, Any]]:
+    """Run name -> the pretrain overrides of that curriculum run (empty without a curriculum)."""
+    phases = spec.get("curriculum") or []
+    if isinstance(phases, dict):
+        return {"pretrain_short": phases}
+    if not isinstance(phases, list) or not all(isinstance(p, dict) for p in phases):
+        raise ValueError(f"recipe 'curriculum' must be an object or a list of objects, got {phases!r}")
+    return {f"pretrain_short_{i + 1}": p for i, p in enumerate(phases)}
 
 
 def load_recipe(recipe: str | Path | dict, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -66,9 +80,9 @@ def load_recipe(recipe: str | Path | dict, overrides: list[str] | None = None) -
 
 def stage_config(recipe: dict, run: str, stage: str, out_dir: Path) -> TrainConfig:
     data = stage_dict(recipe, stage)
-    changes = {"sparse_no_warmup": "ablation", "pretrain_short": "curriculum"}.get(run)
+    changes = recipe.get("ablation", {}) if run == "sparse_no_warmup" else curriculum_runs(recipe).get(run)
     if changes:
-        data = apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in recipe.get(changes, {}).items()])
+        data = apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in changes.items()])
     data.setdefault("data", {})
     if not data["data"].get("cache_dir"):
         data["data"]["cache_dir"] = str(out_dir / "cache")

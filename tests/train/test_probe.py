@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dsv32.cli import main
-from dsv32.train.probe import answer_metrics
+from dsv32.train.probe import answer_metrics, parse_curriculum
 
 
 def test_answer_metrics_by_hand():
@@ -38,3 +38,25 @@ def test_probe_cli_short_run(capsys, tmp_path):
         assert r["loss"] > 0 and 0 <= r["exact_match"] <= 1
     with pytest.raises(ValueError, match="unknown task"):
         probe.run_probe(probe.ProbeConfig(task="nope"), tmp_path)
+
+
+def test_probe_curriculum_runs_phases_in_order(capsys, tmp_path, monkeypatch):
+    import dsv32.train.probe as probe
+
+    built = []
+    real_build = probe.build_model
+    monkeypatch.setattr(probe, "build_model", lambda c, seed: built.append(c) or real_build(c, seed=seed))
+    args = ["train", "probe-retrieval", "--preset", "tiny", "--curriculum", "112x2:2,160x1:1",
+            "--log-every", "5", "--tie-head", "--cache-dir", str(tmp_path), "--max-files", "40"]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # one record at the end of each phase, steps counted across phases
+    assert [(r["step"], r["seq_len"]) for r in result["history"]] == [(2, 112), (3, 160)]
+    assert built[0].tie_word_embeddings
+
+
+def test_parse_curriculum():
+    assert parse_curriculum("80x32:120, 2048x2:60") == [(80, 32, 120), (2048, 2, 60)]
+    for bad in ("80x32", "80:10", "80x0:5", "ax1:1"):
+        with pytest.raises(ValueError, match="curriculum phase"):
+            parse_curriculum(bad)

@@ -60,6 +60,23 @@ def test_curriculum_adds_a_short_pretraining_run_that_pretraining_starts_from(tm
     assert short.data.tasks == main_cfg.data.tasks and short.lr == main_cfg.lr  # the rest is the stage's
 
 
+def test_curriculum_list_runs_in_order_each_from_the_one_before(tmp_path):
+    phases = '[{"seq_len": 96, "steps": 5, "data.n_pairs": 2}, {"seq_len": 512, "steps": 3}]'
+    spec = load_recipe("small", [f"curriculum={phases}"])
+    runs = recipe_runs(spec, ablation=False)
+    assert runs[:3] == [
+        ("pretrain_short_1", "pretrain", None),
+        ("pretrain_short_2", "pretrain", "pretrain_short_1"),
+        ("pretrain", "pretrain", "pretrain_short_2"),
+    ]
+    first = stage_config(spec, "pretrain_short_1", "pretrain", tmp_path)
+    second = stage_config(spec, "pretrain_short_2", "pretrain", tmp_path)
+    assert (first.seq_len, first.steps, first.data.n_pairs) == (96, 5, 2)
+    assert (second.seq_len, second.steps, second.data.n_pairs) == (512, 3, 8)  # only its own overrides
+    with pytest.raises(ValueError, match="curriculum"):
+        recipe_runs(load_recipe("small", ['curriculum=[{"steps": 1}, 3]']))
+
+
 def test_parity_and_gate_by_hand():
     d = {"accuracy": {"passkey": {"257": 0.95}, "kv_recall": {"257": 0.60}}, "val_loss": 2.0}
     s = {"accuracy": {"passkey": {"257": 0.94}, "kv_recall": {"257": 0.57}}, "val_loss": 2.03}
