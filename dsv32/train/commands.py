@@ -216,8 +216,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--init-range", type=float, default=0.05, help="initializer_range of the fresh model")
     p.add_argument("--tie-head", action="store_true", help="tie_word_embeddings: the head is the embedding")
-    p.add_argument("--curriculum", default=None,
-                   help="phases SEQ_LENxBATCH:STEPS,... run in order (replaces --seq-len/--batch-size/--steps)")
+    p.add_argument(
+        "--curriculum",
+        default=None,
+        help="phases SEQ_LENxBATCH:STEPS,... run in order (replaces --seq-len/--batch-size/--steps)",
+    )
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default="runs/cache", help="tokenizer cache (trained on first use)")

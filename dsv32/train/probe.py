@@ -71,7 +71,9 @@ def parse_curriculum(text: str) -> list[tuple[int, int, int]]:
             seq_len, batch = shape.split("x")
             phase = (int(seq_len), int(batch), int(steps))
         except ValueError:
-            raise ValueError(f"curriculum phase {part!r}: expected SEQ_LENxBATCH:STEPS, e.g. 80x32:120") from None
+            raise ValueError(
+                f"curriculum phase {part!r}: expected SEQ_LENxBATCH:STEPS, e.g. 80x32:120"
+            ) from None
         if min(phase) < 1:
             raise ValueError(f"curriculum phase {part!r}: every number must be >= 1")
         phases.append(phase)

@@ -9,10 +9,11 @@ starting from the one before) and `eval` (`EvalSettings` keys; `extra: true` als
 evaluates the warmed-up model with sparse attention before sparse training). Names resolve to
 `dsv32/recipes/headline-<name>.json` (package data).
 
-Output directory: run directories [`pretrain_short/` | `pretrain_short_1/`, ...,] `pretrain/`, `warmup/`, `sparse/`,
-`sparse_no_warmup/`, `cache/` (tokenizer and shards, shared), `results.json`, `results.md` and `losses.png`,
-`recall.png`, `accuracy.png`. A stage whose run already holds its final checkpoint is not re-run, so
-an interrupted recipe continues where it stopped (an interrupted stage resumes exactly).
+Output directory: run directories [`pretrain_short/` | `pretrain_short_1/`, ...,] `pretrain/`,
+`warmup/`, `sparse/`, `sparse_no_warmup/`, `cache/` (tokenizer and shards, shared), `results.json`,
+`results.md` and `losses.png`, `recall.png`, `accuracy.png`. A stage whose run already holds its
+final checkpoint is not re-run, so an interrupted recipe continues where it stopped (an interrupted
+stage resumes exactly).
 Parity targets reported: the dense model at least 90% passkey and 50% kv_recall at its trained
 length; sparse vs dense within 2 accuracy points per task and validation loss within 2%.
 """

@@ -7,7 +7,15 @@ import json
 import pytest
 
 from dsv32.cli import main
-from dsv32.train.recipe import dense_gate, load_recipe, parity, recipe_runs, run_recipe, stage_config
+from dsv32.train.recipe import (
+    curriculum_runs,
+    dense_gate,
+    load_recipe,
+    parity,
+    recipe_runs,
+    run_recipe,
+    stage_config,
+)
 
 
 def _fast_overrides(data_cfg) -> list[str]:
@@ -44,7 +52,7 @@ def test_tiny_recipe_end_to_end(data_cfg, tmp_path):
 
 
 def test_curriculum_adds_a_short_pretraining_run_that_pretraining_starts_from(tmp_path):
-    spec = load_recipe("small")
+    spec = load_recipe("tiny")
     assert [r[0] for r in recipe_runs(spec)] == ["pretrain", "warmup", "sparse", "sparse_no_warmup"]
     curriculum = '{"seq_len": 128, "batch_size": 32, "steps": 7, "data.n_pairs": 2}'
     spec = load_recipe("small", [f"curriculum={curriculum}"])
@@ -75,6 +83,18 @@ def test_curriculum_list_runs_in_order_each_from_the_one_before(tmp_path):
     assert (second.seq_len, second.steps, second.data.n_pairs) == (512, 3, 8)  # only its own overrides
     with pytest.raises(ValueError, match="curriculum"):
         recipe_runs(load_recipe("small", ['curriculum=[{"steps": 1}, 3]']))
+
+
+def test_small_recipe_climbs_context_lengths_then_pretrains_at_2048(tmp_path):
+    spec = load_recipe("small")
+    names = list(curriculum_runs(spec))
+    configs = [stage_config(spec, n, "pretrain", tmp_path) for n in [*names, "pretrain"]]
+    lengths = [c.seq_len for c in configs]
+    assert lengths == sorted(lengths) and lengths[-1] == 2048 and len(lengths) > 2
+    assert all(c.model_overrides["tie_word_embeddings"] for c in configs)
+    assert [c.data.text_rows for c in configs[:-1]] == [0] * len(names)  # tasks only while climbing
+    warm = stage_config(spec, "warmup", "dsa-warmup", tmp_path)
+    assert warm.model_overrides == configs[-1].model_overrides and warm.index_topk == 2048 // 8
 
 
 def test_parity_and_gate_by_hand():
