@@ -75,7 +75,13 @@ def stage_tokenizer(ctx: RunContext) -> dict:
 
 
 def stage_pretrain(ctx: RunContext) -> dict:
-    return _train(ctx, "pretrain", "pretrain", None)
+    from dsv32.train.recipe import recipe_runs
+
+    # The recipe's curriculum runs (if any) are part of pretraining: each starts from the one before.
+    runs = [(run, init) for run, stage, init in recipe_runs(_recipe(ctx), False) if stage == "pretrain"]
+    for run, init in runs[:-1]:
+        _train(ctx, run, "pretrain", init)
+    return _train(ctx, "pretrain", "pretrain", runs[-1][1])
 
 
 def stage_dsa_warmup(ctx: RunContext) -> dict:

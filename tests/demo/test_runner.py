@@ -44,3 +44,18 @@ def test_force_and_only(tmp_path):
     assert calls == ["b"]
     with pytest.raises(ValueError, match="unknown stage"):
         run_stages(_stages(calls), RunContext(tmp_path, "tiny"), only=["zzz"], echo=lambda _: None)
+
+
+@pytest.mark.parametrize("preset, expected", [
+    ("tiny", [("pretrain", None)]),
+    ("small", [("pretrain_short_1", None), ("pretrain_short_2", "pretrain_short_1"),
+               ("pretrain_short_3", "pretrain_short_2"), ("pretrain_short_4", "pretrain_short_3"),
+               ("pretrain", "pretrain_short_4")]),
+])  # fmt: skip
+def test_demo_pretraining_runs_the_recipe_curriculum_first(tmp_path, monkeypatch, preset, expected):
+    import dsv32.demo.stages as stages
+
+    calls = []
+    monkeypatch.setattr(stages, "_train", lambda ctx, run, stage, init: calls.append((run, init)) or {})
+    stages.stage_pretrain(RunContext(tmp_path, preset))
+    assert calls == expected
