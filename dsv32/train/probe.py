@@ -80,6 +80,16 @@ def parse_curriculum(text: str) -> list[tuple[int, int, int]]:
     return phases
 
 
+def _task_batch(tasks, task: str, seq_len: int, seeds: list[int], pad_id: int):
+    """Fresh samples as (ids [B, seq_len + 1], loss mask of the targets [B, seq_len])."""
+    ids = np.full((len(seeds), seq_len + 1), pad_id, dtype=np.int64)
+    mask = np.zeros_like(ids, dtype=bool)
+    for i, seed in enumerate(seeds):
+        row, row_mask = training_example(tasks.sample(task, seq_len + 1, seed))
+        ids[i, : len(row)], mask[i, : len(row)] = row, row_mask
+    return torch.from_numpy(ids), torch.from_numpy(mask)[:, 1:]
+
+
 def run_probe(cfg: ProbeConfig, cache_dir: str | Path, progress=print) -> list[dict]:
     if cfg.task not in TASKS:
         raise ValueError(f"unknown task {cfg.task!r}; expected one of {TASKS}")
@@ -101,14 +111,9 @@ def run_probe(cfg: ProbeConfig, cache_dir: str | Path, progress=print) -> list[d
     history, window, start, step, drawn = [], [], time.perf_counter(), 0, 0
     for seq_len, batch_size, steps in phases:
         for phase_step in range(steps):
-            ids = np.full((batch_size, seq_len + 1), tok.eos_id, dtype=np.int64)
-            mask = np.zeros_like(ids, dtype=bool)
-            for i in range(batch_size):
-                sample = tasks.sample(cfg.task, seq_len + 1, derive_seed(cfg.seed, drawn))
-                drawn += 1
-                row, row_mask = training_example(sample)
-                ids[i, : len(row)], mask[i, : len(row)] = row, row_mask
-            ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)[:, 1:]
+            seeds = [derive_seed(cfg.seed, drawn + i) for i in range(batch_size)]
+            drawn += batch_size
+            ids_t, mask_t = _task_batch(tasks, cfg.task, seq_len, seeds, tok.eos_id)
             logits = model(ids_t[:, :-1], logits_at=mask_t).logits
             targets = ids_t[:, 1:][mask_t]
             loss = F.cross_entropy(logits.float(), targets)
