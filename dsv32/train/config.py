@@ -19,6 +19,7 @@ from typing import Any
 STAGES = ("pretrain", "dsa-warmup", "dsa-sparse")
 SCHEDULES = ("cosine", "wsd", "constant")
 AUTOCAST = ("none", "bf16")
+LOSS_WEIGHTINGS = ("token", "row")
 TASK_LOSS = ("answer", "full")
 
 
@@ -80,6 +81,9 @@ class TrainConfig(OptimizerSettings):
     indexer_loss_weight: float = 1.0
     index_topk: int | None = None  # dsa stages: top-k (None: model config)
     autocast: str = "none"  # "bf16" autocast on CPU measured slower here (see dsv32 train bench-precision)
+    # "token": the LM loss is the mean over every supervised token of the global batch; "row": the
+    # mean over rows of each row's own token mean (a 4-token answer row weighs as much as a text row)
+    loss_weighting: str = "token"
     seed: int = 0
     log_every: int = 1
     eval_every: int = 0  # validation loss every N steps (0: only at the end)
@@ -102,6 +106,10 @@ class TrainConfig(OptimizerSettings):
         need(self.stage in STAGES, f"stage must be one of {STAGES}, got {self.stage!r}")
         need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         need(self.autocast in AUTOCAST, f"autocast must be one of {AUTOCAST}, got {self.autocast!r}")
+        need(
+            self.loss_weighting in LOSS_WEIGHTINGS,
+            f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}",
+        )
         need(self.parallel in ("ddp", "fsdp"), f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
         for name in ("seq_len", "batch_size", "grad_accum", "steps", "log_every", "keep_last"):
             value = getattr(self, name)

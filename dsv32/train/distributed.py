@@ -95,4 +95,7 @@ def barrier(ctx: DistContext) -> None:
 
 def shutdown(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
+        # Every rank reaches teardown before any closes its connections: a rank tearing down gloo
+        # while another still uses the group can abort the process ("terminate called ...").
+        dist.barrier()
         dist.destroy_process_group()

@@ -43,6 +43,15 @@ def masked_ce_sum(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tenso
     return F.cross_entropy(logits.float(), targets[mask], reduction="sum")
 
 
+def row_mean_ce_sum(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum over rows of each row's mean cross-entropy over its masked positions (rows without any
+    contribute nothing); `logits` as in `masked_ce_sum`."""
+    per_row = mask.sum(1)
+    weights = (1.0 / per_row.clamp(min=1)).repeat_interleave(per_row)  # one per masked position
+    losses = F.cross_entropy(logits.float(), targets[mask], reduction="none")
+    return (losses * weights).sum()
+
+
 @dataclass
 class Trainer:
     cfg: TrainConfig
@@ -77,9 +86,10 @@ class Trainer:
         batches: list[Batch] = [self.loader.next_batch().to(dev) for _ in range(cfg.grad_accum)]
         counts = torch.tensor(
             [sum(b.n_target_tokens for b in batches), sum(b.inputs.numel() for b in batches),
-             sum(b.inputs.shape[0] for b in batches)], dtype=torch.float64,
+             sum(b.inputs.shape[0] for b in batches), sum(int(b.loss_mask.any(1).sum()) for b in batches)],
+            dtype=torch.float64,
         )  # fmt: skip
-        g_tokens, g_positions, g_seqs = all_reduce_sum(counts, self.ctx).tolist()
+        g_tokens, g_positions, g_seqs, g_rows = all_reduce_sum(counts, self.ctx).tolist()
         world = self.ctx.world_size
         sums = torch.zeros(3, dtype=torch.float64)  # lm loss sum, kl x positions, balance x seqs
         loads: dict[int, torch.Tensor] = {}
@@ -93,7 +103,10 @@ class Trainer:
                     out = self._forward(self.wrapped, batch.inputs, logits_at=batch.loss_mask)
                     lm_sum = masked_ce_sum(out.logits, batch.targets, batch.loss_mask)
                 loss = lm_sum.new_zeros(())
-                if spec.train_lm:
+                if spec.train_lm and cfg.loss_weighting == "row":
+                    rows_sum = row_mean_ce_sum(out.logits, batch.targets, batch.loss_mask)
+                    loss = loss + rows_sum * (world / max(g_rows, 1.0))
+                elif spec.train_lm:
                     loss = loss + lm_sum * (world / max(g_tokens, 1.0))
                 n_pos, n_seq = batch.inputs.numel(), batch.inputs.shape[0]
                 if out.indexer_loss is not None:

@@ -9,7 +9,7 @@ import torch
 
 from dsv32.train.runner import train_stage
 from dsv32.train.state import checkpoint_dirs, resolve_checkpoint
-from dsv32.train.trainer import masked_ce_sum
+from dsv32.train.trainer import masked_ce_sum, row_mean_ce_sum
 
 
 def _losses(result):
@@ -106,3 +106,30 @@ def test_masked_ce_sum_matches_reference():
         for b in range(2) for t in range(5) if mask[b, t]
     )  # fmt: skip
     assert float(masked_ce_sum(logits[mask], targets, mask)) == pytest.approx(float(ref), rel=1e-6)
+
+
+def test_row_mean_ce_sum_by_hand():
+    logits_all = torch.randn(2, 4, 7, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 1]])
+    mask = torch.tensor([[False, True, False, False], [True, True, True, False]])
+    ce = torch.nn.functional.cross_entropy(logits_all.flatten(0, 1), targets.flatten(), reduction="none")
+    ce = ce.view(2, 4)
+    expected = ce[0, 1] + (ce[1, 0] + ce[1, 1] + ce[1, 2]) / 3
+    got = row_mean_ce_sum(logits_all[mask], targets, mask)
+    assert torch.allclose(got, expected)
+    assert torch.allclose(masked_ce_sum(logits_all[mask], targets, mask), ce[mask].sum())
+    empty_row = mask.clone()
+    empty_row[0] = False  # a row without targets adds nothing
+    assert torch.allclose(row_mean_ce_sum(logits_all[empty_row], targets, empty_row), expected - ce[0, 1])
+
+
+def test_row_weighting_equals_token_weighting_for_one_row_and_differs_for_mixed_rows(make_cfg, tmp_path):
+    def losses(weighting, batch_size, name):
+        cfg = make_cfg(steps=3, batch_size=batch_size, loss_weighting=weighting)
+        return _losses(train_stage(cfg, tmp_path / name, progress=False))
+
+    assert losses("row", 1, "r1") == pytest.approx(losses("token", 1, "t1"), rel=1e-5)
+    # text rows (every token supervised) next to answer-only task rows: the weightings now differ
+    assert losses("row", 4, "r4")[1:] != pytest.approx(losses("token", 4, "t4")[1:], rel=1e-3)
+    with pytest.raises(ValueError, match="loss_weighting"):
+        make_cfg(loss_weighting="sample")
