@@ -43,13 +43,12 @@ def masked_ce_sum(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tenso
     return F.cross_entropy(logits.float(), targets[mask], reduction="sum")
 
 
-def row_mean_ce_sum(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum over rows of each row's mean cross-entropy over its masked positions (rows without any
-    contribute nothing); `logits` as in `masked_ce_sum`."""
+def row_mean_sum(token_losses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum over rows of each row's mean loss, from the per-token losses of the masked positions
+    (row-major, as `logits_at=mask` orders them); rows without a masked position contribute nothing."""
     per_row = mask.sum(1)
     weights = (1.0 / per_row.clamp(min=1)).repeat_interleave(per_row)  # one per masked position
-    losses = F.cross_entropy(logits.float(), targets[mask], reduction="none")
-    return (losses * weights).sum()
+    return (token_losses * weights).sum()
 
 
 @dataclass
@@ -101,11 +100,13 @@ class Trainer:
             with sync_ctx:
                 with self._autocast():
                     out = self._forward(self.wrapped, batch.inputs, logits_at=batch.loss_mask)
-                    lm_sum = masked_ce_sum(out.logits, batch.targets, batch.loss_mask)
+                    token_losses = F.cross_entropy(
+                        out.logits.float(), batch.targets[batch.loss_mask], reduction="none"
+                    )
+                    lm_sum = token_losses.sum()
                 loss = lm_sum.new_zeros(())
                 if spec.train_lm and cfg.loss_weighting == "row":
-                    rows_sum = row_mean_ce_sum(out.logits, batch.targets, batch.loss_mask)
-                    loss = loss + rows_sum * (world / max(g_rows, 1.0))
+                    loss = loss + row_mean_sum(token_losses, batch.loss_mask) * (world / max(g_rows, 1.0))
                 elif spec.train_lm:
                     loss = loss + lm_sum * (world / max(g_tokens, 1.0))
                 n_pos, n_seq = batch.inputs.numel(), batch.inputs.shape[0]
