@@ -25,6 +25,7 @@ import torch
 
 from dsv32.bench.common import (
     format_table,
+    keep_freed_memory,
     matmul_peak,
     parse_lengths,
     save_figure,
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if reps < 1 or args.block < 1:
         raise ValueError("--reps and --block must be >= 1")
     threads = set_threads(args.threads)
+    keeps_freed = keep_freed_memory()  # both sides time arithmetic, not page faults
     shape = K.AttentionShape.from_config(preset(args.preset))
     if min(prefill_lengths) < max(args.block, shape.topk) + args.block:
         raise ValueError(f"--prefill-lengths must be >= top-k + block = {shape.topk + args.block}")
@@ -104,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 r["ratio"],
             )
     result = _summarise(rows, dtype_name, peaks, peak, threads, reps, args, shape)
+    result["allocator_keeps_freed_memory"] = keeps_freed
     _report(rows, result, Path(args.out), peak)
     return 0
 

@@ -42,6 +42,32 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed buffers for reuse instead of returning them to the kernel.
+
+    By default glibc serves buffers above its mmap threshold (128 KiB, rising to at most 32 MiB)
+    with fresh mappings and trims the heap top on free, so every multi-MiB temporary of a kernel
+    (an 8K-key score block, the indexer's [keys, heads] dot products) is page-faulted and zeroed
+    again on each call: at 128K keys about as much system time as compute on this kind of VM. An
+    inference engine keeps such workspaces allocated; with this set, both sides of a comparison
+    time their arithmetic and memory traffic, not the kernel's page-fault handler. Process-wide
+    and only for glibc (elsewhere nothing changes). True when applied."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        return False
+    if mallopt is None:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    # 1 GiB: nothing a benchmark allocates goes to mmap; the heap top is never trimmed below it
+    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
 def parse_lengths(text: str, name: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]

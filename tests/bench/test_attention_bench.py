@@ -61,6 +61,34 @@ def test_dsa_matches_the_model_indexer_and_full_selection_is_dense(shape):
     assert torch.allclose(out[0], _reference(x["q_abs"][0], kv, kv[:, : wide.kv_rank], wide.scale))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_relu_linear_equals_relu_of_linear(dtype):
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(300, 32, generator=g).to(dtype), torch.randn(12, 32, generator=g).to(dtype)
+    got = K.relu_linear(x, w)
+    assert got.dtype == dtype and got.shape == (300, 12)
+    assert torch.allclose(got.float(), torch.relu(x.float() @ w.float().T), rtol=2e-2, atol=2e-2)
+    assert (got >= 0).all() and (got == 0).any()
+
+
+def test_bf16_dsa_selects_like_the_fp32_indexer(shape):
+    x = K.make_inputs(shape, 200, 1, torch.float32, seed=3)
+    ref = set(
+        K.indexer_topk(x["q_index"], x["w_index"], x["k_index"], x["positions"], shape.topk)[0].tolist()
+    )
+    low = {k: (v.bfloat16() if v.is_floating_point() else v) for k, v in x.items()}
+    got = set(
+        K.indexer_topk(low["q_index"], low["w_index"], low["k_index"], low["positions"], shape.topk)[
+            0
+        ].tolist()
+    )
+    assert len(ref & got) >= shape.topk - 2  # bf16 rounding may swap near-ties at the boundary
+    out, _ = K.dsa(low, shape)
+    ref_out, _ = K.dsa(x, shape)
+    assert out.dtype == torch.bfloat16 and out.shape == ref_out.shape == (1, shape.heads, shape.kv_rank)
+    assert torch.allclose(out.float(), ref_out, atol=3e-2)
+
+
 def test_flop_ratio_matches_the_issue_numbers():
     s = K.AttentionShape.from_config(preset("deepseek-v3.2"))
     decode = s.dense_absorbed_flops(131072) / s.dsa_flops(131072)
