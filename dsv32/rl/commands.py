@@ -7,6 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
+from dsv32.rl.compaction import TRAINING_STRATEGIES
+
 
 def _sft(args: argparse.Namespace) -> int:
     from dsv32.checkpoint import load_model, save_checkpoint
@@ -35,8 +37,9 @@ def _sft(args: argparse.Namespace) -> int:
 
 
 def _task_mix_args(args: argparse.Namespace) -> dict:
-    """GRPORunConfig fields from --task-mix / --env-dir / --env-levels / --max-turns."""
-    out: dict = {"max_turns": args.max_turns}
+    """GRPORunConfig fields from --task-mix / --env-dir / --env-levels / --max-turns /
+    --context-strategy / --context-budget."""
+    out: dict = {"max_turns": args.max_turns, **_context_args(args)}
     if args.env_dir:
         out["env_dir"] = args.env_dir
         out["env_levels"] = tuple(int(v) for v in args.env_levels.split(","))
@@ -49,6 +52,16 @@ def _task_mix_args(args: argparse.Namespace) -> dict:
     return out
 
 
+def _context_args(args: argparse.Namespace) -> dict:
+    strategy = getattr(args, "context_strategy", "none")
+    budget = getattr(args, "context_budget", None)
+    if strategy == "none":
+        return {}
+    if budget is None:
+        raise SystemExit(f"--context-strategy {strategy} needs --context-budget (tokens)")
+    return {"context_strategy": strategy, "context_budget": budget}
+
+
 def _grpo(args: argparse.Namespace) -> int:
     from dsv32.checkpoint import load_model, save_checkpoint
     from dsv32.rl.grpo import run_grpo
@@ -57,7 +70,6 @@ def _grpo(args: argparse.Namespace) -> int:
     from dsv32.train.distributed import init_distributed, shutdown
 
     init = Path(args.init)
-    model, tok = load_model(init), Tokenizer.load(init / "tokenizer.json")
     cfg = grpo_preset(
         args.preset,
         steps=args.steps,
@@ -66,7 +78,8 @@ def _grpo(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         **_task_mix_args(args),
-    )
+    )  # before loading: bad options fail fast
+    model, tok = load_model(init), Tokenizer.load(init / "tokenizer.json")
     cfg = ablation(cfg, args.ablation)
     ctx = init_distributed("cpu")
     out = Path(args.out)
@@ -131,6 +144,18 @@ def register_verbs(sub) -> None:
     )
     p.add_argument("--env-dir", default=None, help="synthesized environments (dsv32 envs synth) for kind env")
     p.add_argument("--env-levels", default="1,2,3", help="levels of the environment tasks trained on")
+    p.add_argument(
+        "--context-strategy",
+        default="none",
+        choices=TRAINING_STRATEGIES,
+        help="context management inside calc/env episodes: compact and continue as a new sequence",
+    )
+    p.add_argument(
+        "--context-budget",
+        type=int,
+        default=None,
+        help="tokens of an episode's sequence above which --context-strategy compacts it",
+    )
     p.add_argument(
         "--save-every", type=int, default=10, help="checkpoint every N steps (0: never); --out resumes"
     )

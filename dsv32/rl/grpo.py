@@ -8,16 +8,24 @@ One step:
    (pi_old) with a generator seeded by (seed, step, j), so rollouts do not depend on W. With
    `rollout_backend="engine"` (default) all of a rank's groups decode as one batch in
    `dsv32.engine` (fp32 exact cache); "reference" runs the KV-cache-free `dsv32.rl.sampler`.
-2. Rewards (`dsv32.rl.rewards`) and group advantages (`dsv32.rl.advantages`).
+   With `context_strategy` (summary, discard-75, discard-all) and `context_budget`, a calc or env
+   episode whose sequence passes the budget is compacted and continues as a new segment (a new
+   sequence in the batch; `dsv32.rl.rollout`); reasoning tasks are single-turn and never compacted.
+2. Rewards (`dsv32.rl.rewards`) and group advantages (`dsv32.rl.advantages`), per episode: the
+   segments of an episode share its reward and advantage and count once in the group statistics.
 3. Reference log-probs from the frozen reference model, scored with the same routing replay and
    keep mask as the policy (when those fixes are on).
 4. mu optimizer updates over the same rollouts (mu > 1 makes the later updates off-policy, which is
    what OPSM guards against). Each update accumulates gradients over micro-batches with the loss
-   normalised by the GLOBAL number of sequences, so W ranks under DDP (gradient average x W) give
-   the single-process gradient. MoE biases get the aux-loss-free update from the all-reduced load.
-Metrics (JSONL, one line per step): reward and outcome per task kind, KL, clip fraction, OPSM-masked
-fraction, entropy, response length, and |r - 1| measured before the first update (on-policy, so it
-isolates the sampler/trainer mismatch that keep routing and keep sampling mask remove).
+   normalised by the GLOBAL number of episodes, each row's token mean taken over its whole
+   episode's sampled tokens (so an episode's weight does not grow with its segments), so W ranks
+   under DDP (gradient average x W) give the single-process gradient. MoE biases get the
+   aux-loss-free update from the all-reduced load.
+Metrics (JSONL, one line per step): reward and outcome per task kind (per episode), KL, clip
+fraction, OPSM-masked fraction (of sequences: OPSM is decided per segment), entropy, response length
+(sampled tokens per episode), sequences in the batch (`segments`) and context compactions
+(`compactions` = segments - episodes), and |r - 1| measured before the first update (on-policy, so
+it isolates the sampler/trainer mismatch that keep routing and keep sampling mask remove).
 """
 
 from __future__ import annotations
@@ -38,7 +46,8 @@ from dsv32.checkpoint import save_checkpoint
 from dsv32.data.io import atomic_write_lines
 from dsv32.model.moe import update_expert_bias
 from dsv32.model.transformer import DeepseekV32ForCausalLM
-from dsv32.rl.advantages import group_advantages
+from dsv32.rl.advantages import episode_advantages
+from dsv32.rl.compaction import ContextConfig
 from dsv32.rl.env_tasks import env_tasks
 from dsv32.rl.loss import GRPOConfig, grpo_loss, loss_metrics, merge_metric_sums
 from dsv32.rl.policy import expert_load, make_batch, policy_logprobs
@@ -82,6 +91,8 @@ class GRPORunConfig(OptimizerSettings):
     thinking: bool = True
     attention: str = "dense"
     rollout_backend: str = "engine"  # "engine" | "reference" (see dsv32.rl.rollout)
+    context_strategy: str = "none"  # calc/env episodes: "none" | "summary" | "discard-75" | "discard-all"
+    context_budget: int = 0  # tokens of an episode's sequence above which it is compacted
     scale_adv_by_std: bool = True
     seed: int = 0
     loss: GRPOConfig = field(default_factory=GRPOConfig)
@@ -103,8 +114,13 @@ class GRPORunConfig(OptimizerSettings):
             raise ValueError("task_mix weights 'env' but env_dir (the synthesized environments) is not set")
         self.difficulties, self.calc_levels = tuple(self.difficulties), tuple(self.calc_levels)
         self.env_levels = tuple(self.env_levels)
+        ContextConfig(self.context_strategy, self.context_budget)  # raises on a bad strategy or budget
         # log-probs are of softmax(logits / T) at the sampling temperature, on both sides of r
         self.loss = dataclasses.replace(self.loss, temperature=self.temperature)
+
+    @property
+    def context(self) -> ContextConfig:
+        return ContextConfig(self.context_strategy, self.context_budget)
 
     @property
     def sampling(self) -> SamplingParams:
@@ -152,21 +168,23 @@ def group_jobs(tokenizer, cfg: GRPORunConfig, kind: str, task) -> list[RolloutJo
         return reasoning_jobs(tokenizer, task, cfg.group_size, cfg.reward, cfg.thinking)
     if kind == "env":
         return episode_jobs(tokenizer, task.episode, task.task_id, "env", cfg.group_size, cfg.reward,
-                            cfg.thinking, cfg.max_turns)  # fmt: skip
+                            cfg.thinking, cfg.max_turns, context=cfg.context)  # fmt: skip
     return episode_jobs(tokenizer, lambda: CalcEpisode(task), task.expression, "calc", cfg.group_size,
-                        cfg.reward, cfg.thinking, cfg.max_turns)  # fmt: skip
+                        cfg.reward, cfg.thinking, cfg.max_turns, context=cfg.context)  # fmt: skip
 
 
 def _kind_means(trajs: list[Trajectory], ctx: DistContext) -> dict[str, float]:
-    """Global means of reward, outcome and sampled length per task kind."""
+    """Global means of reward, outcome and sampled length per task kind, over episodes (a segment
+    after a compaction adds its sampled tokens to its episode, not an episode)."""
     out = {}
     for kind in TASK_KINDS:
         mine = [t for t in trajs if t.kind == kind]
+        firsts = [t for t in mine if t.segment == 0]
         sums = torch.tensor(
             [
-                len(mine),
-                sum(t.reward.total for t in mine),
-                sum(t.reward.outcome for t in mine),
+                len(firsts),
+                sum(t.reward.total for t in firsts),
+                sum(t.reward.outcome for t in firsts),
                 sum(t.n_sampled for t in mine),
             ],
             dtype=torch.float64,
@@ -177,6 +195,13 @@ def _kind_means(trajs: list[Trajectory], ctx: DistContext) -> dict[str, float]:
             out[f"outcome/{kind}"] = float(sums[2] / sums[0])
             out[f"length/{kind}"] = float(sums[3] / sums[0])
     return out
+
+
+def _segment_counts(trajs: list[Trajectory], ctx: DistContext) -> dict[str, int]:
+    """Global numbers of sequences in the batch and of context compactions (segments after the first)."""
+    counts = torch.tensor([len(trajs), sum(t.segment > 0 for t in trajs)], dtype=torch.float64)
+    all_reduce_sum(counts, ctx)
+    return {"segments": int(counts[0]), "compactions": int(counts[1])}
 
 
 def grpo_step(
@@ -204,10 +229,11 @@ def grpo_step(
     ]
     trajs: list[Trajectory] = run_groups(model, groups, cfg.sampling, cfg.attention, cfg.rollout_backend)
     labels = [(j, kind) for (j, kind, _), (jobs, _) in zip(mine, groups) for _ in jobs]
-    for tr, (j, kind) in zip(trajs, labels):
-        tr.group, tr.kind = j, kind
+    for tr in trajs:
+        tr.group, tr.kind = labels[tr.episode]
     rollout_s = time.perf_counter() - start
-    adv = group_advantages([t.reward.total for t in trajs], [t.group for t in trajs], cfg.scale_adv_by_std)
+    rewards, groups_of = [t.reward.total for t in trajs], [t.group for t in trajs]
+    adv = episode_advantages(rewards, groups_of, [t.episode for t in trajs], cfg.scale_adv_by_std)
     k = model.config.num_experts_per_tok
     batch = make_batch(trajs, adv, pad_id_of(tokenizer), k)
     lc = cfg.loss
@@ -225,9 +251,9 @@ def grpo_step(
                 for i in range(0, len(batch), cfg.micro_batch)
             ]
         batch.ref_logp = torch.cat([r for r in refs], 0)
-    n_global = float(len(plan) * cfg.group_size)
+    n_global = float(len(plan) * cfg.group_size)  # episodes, not segments
     normalizer = n_global / ctx.world_size  # DDP averages gradients over ranks
-    record: dict = {"step": step, **_kind_means(trajs, ctx)}
+    record: dict = {"step": step, **_kind_means(trajs, ctx), **_segment_counts(trajs, ctx)}
     model.train()
     for update in range(cfg.mu):
         lr_scale = set_lr(optimizer, step * cfg.mu + update, cfg)
@@ -246,7 +272,8 @@ def grpo_step(
                 cfg.attention,
                 with_entropy=update == 0,
             )
-            res = grpo_loss(logp, mb.old_logp, mb.advantages, mb.action, lc, mb.ref_logp, normalizer)
+            res = grpo_loss(logp, mb.old_logp, mb.advantages, mb.action, lc, mb.ref_logp, normalizer,
+                            mb.episode_tokens)  # fmt: skip
             res.loss.backward()
             merge_metric_sums(sums, res.metrics)
             if entropy is not None:

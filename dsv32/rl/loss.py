@@ -10,7 +10,10 @@ the policy sampled; prompt, padding and forced tool-result tokens are not action
     J        = 1/N sum_i 1/|o_i| sum_t ( policy - beta * KL ),     loss = -J
 
 |o_i| counts action tokens only; N is the number of sequences (or a caller-supplied normaliser, so
-micro-batches and data-parallel ranks add up to the full-batch mean).
+micro-batches and data-parallel ranks add up to the full-batch mean). An output cut into several
+sequences (an episode continued from a compacted context, `dsv32.rl.rollout`) passes its total
+|o_i| for each of its rows (`episode_tokens_B`), and N counts outputs: the rows' sums then add up to
+exactly the one-sequence term, so an episode weighs the same however many segments it has.
 
 Off-policy sequence masking (OPSM): M_i = 0 iff A_i < 0 and
 (1/|o_i|) sum_t log(pi_old/pi_theta) > delta, with pi_theta DETACHED; it multiplies the policy term
@@ -101,9 +104,11 @@ def grpo_loss(
     config: GRPOConfig,
     logp_ref_BT: torch.Tensor | None = None,
     normalizer: float | None = None,
+    episode_tokens_B: torch.Tensor | None = None,
 ) -> LossOutput:
     """-J of the module docstring for a batch of B sequences. action_BT marks sampled tokens (1) vs
-    context/forced/padding (0); only action tokens carry loss or gradient. normalizer defaults to B."""
+    context/forced/padding (0); only action tokens carry loss or gradient. normalizer defaults to B;
+    episode_tokens_B (the |o_i| of each row's output) defaults to each row's own action count."""
     if logp_theta_BT.shape != logp_old_BT.shape or logp_theta_BT.shape != action_BT.shape:
         raise ValueError(
             f"logp_theta {tuple(logp_theta_BT.shape)}, logp_old {tuple(logp_old_BT.shape)} and action "
@@ -136,7 +141,9 @@ def grpo_loss(
         objective_BT = objective_BT - config.beta * kl_BT
     else:
         kl_BT = torch.zeros_like(logp_theta)
-    n_act_B = act.sum(-1)
+    n_act_B = act.sum(-1) if episode_tokens_B is None else episode_tokens_B.to(act.dtype)
+    if n_act_B.shape != advantages_B.shape:
+        raise ValueError(f"episode_tokens must be [B]={advantages_B.shape[0]}, got {tuple(n_act_B.shape)}")
     per_seq_B = (objective_BT * act).sum(-1) / n_act_B.clamp(min=1.0)
     norm = float(normalizer) if normalizer is not None else float(advantages_B.shape[0])
     loss = -per_seq_B.sum() / norm

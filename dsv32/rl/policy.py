@@ -4,8 +4,10 @@ keep sampling mask (SPEC section 4, fixes 3 and 4).
 `make_batch` pads trajectories to [B, T] (each cut after its last action token: trailing forced
 text carries no loss and was never processed by the sampler), stacks the recorded routing into
 `{layer: [B, T-1, k]}` (positions 0..T-2, exactly those a forward on ids[:, :-1] processes; padding
-positions get experts 0..k-1, which never reach a real position under the causal mask), and keeps
-the kept-id sets compact until a micro-batch is scored.
+positions get experts 0..k-1, which never reach a real position under the causal mask), keeps
+the kept-id sets compact until a micro-batch is scored, and carries each row's `episode_tokens`
+(the sampled tokens of its whole episode, which the loss divides by; a row's own count unless the
+episode was cut into segments by a context compaction).
 
 `policy_logprobs` runs model(ids[:, :-1]) with `replay_routing` when keep routing is on (else the
 model routes afresh), then `token_logprobs` with the dense keep mask when the keep sampling mask is
@@ -33,6 +35,7 @@ class TrainBatch:
     routing: dict[int, torch.Tensor]  # layer -> [B, T-1, k]
     advantages: torch.Tensor  # [B]
     ref_logp: torch.Tensor | None = None  # [B, T]
+    episode_tokens: torch.Tensor | None = None  # [B] sampled tokens of each row's whole episode
 
     @property
     def valid(self) -> torch.Tensor:
@@ -52,6 +55,7 @@ class TrainBatch:
             {k: v[start:stop] for k, v in self.routing.items()},
             self.advantages[start:stop],
             None if self.ref_logp is None else self.ref_logp[start:stop],
+            None if self.episode_tokens is None else self.episode_tokens[start:stop],
         )
 
 
@@ -84,7 +88,9 @@ def make_batch(trajs: list[Trajectory], advantages: torch.Tensor, pad_id: int, t
                     f"needs {cut - 1}"
                 )
             routing[layer][row, : cut - 1] = torch.stack(recorded[: cut - 1])
-    return TrainBatch(ids, action, old, kept, routing, advantages.float())
+    totals = [tr.n_sampled if tr.episode_tokens is None else tr.episode_tokens for tr in trajs]
+    episode_tokens = torch.tensor(totals, dtype=torch.float32)
+    return TrainBatch(ids, action, old, kept, routing, advantages.float(), None, episode_tokens)
 
 
 def policy_logprobs(

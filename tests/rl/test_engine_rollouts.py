@@ -66,7 +66,8 @@ class ScriptedTurns(RolloutJob):
         self.turns += 1
         return list(self.forced)
 
-    def finish(self, traj) -> None:
+    def finish(self, segments) -> None:
+        (traj,) = segments
         traj.completions = [f"turn {i}" for i in range(self.turns)]
 
 
