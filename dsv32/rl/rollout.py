@@ -250,9 +250,9 @@ class EpisodeJob(RolloutJob):
         ids = self.tokenizer.encode(encode_messages(compacted, self.mode))
         if not self.wants_turn(len(ids)):
             return  # the compacted prompt leaves no room for a turn: the old segment runs on
-        self.messages, self._restart, self.segment_len = compacted, ids, len(ids)
+        self.messages, self._restart, self.segment_len = list(compacted), ids, len(ids)
         self.segment_turns.append(self.turns)
-        self.compacted.append(compacted)
+        self.compacted.append(compacted)  # not aliased: later turns extend self.messages in place
 
     def new_segment(self) -> list[int] | None:
         ids, self._restart = self._restart, None

@@ -74,6 +74,31 @@ def test_grpo_step_and_pass_at_1_on_environment_tasks(env_root):
     assert 0.0 <= scores["env"] <= 1.0
 
 
+def test_grpo_step_compacts_environment_episodes(env_root, monkeypatch):
+    from test_rollout_context import always_calls
+
+    from dsv32.rl.grpo import group_jobs
+
+    ex = cold_start_mix(40, 0)
+    tok = train_bpe([encode_messages(e["messages"], e["thinking_mode"]) for e in ex], 512)
+    base = dict(steps=1, prompts_per_step=2, group_size=2, max_new_tokens=4, max_turns=3,
+                task_mix={"env": 1.0}, env_dir=str(env_root))  # fmt: skip
+    probe = GRPORunConfig(**base)
+    jobs = [
+        job
+        for kind, task in plan_step(probe, 0, task_pools(probe))
+        for job in group_jobs(tok, probe, kind, task)
+    ]
+    budget = max(len(job.prompt_ids) for job in jobs) + 1
+    for job in jobs:
+        job.close()
+    tool = jobs[0].tools[0]["function"]["name"]
+    always_calls(monkeypatch, tool, {})  # every turn calls an environment tool
+    cfg = GRPORunConfig(**base, context_strategy="discard-75", context_budget=budget)
+    record = run_grpo(build_model(preset("tiny"), seed=1), tok, cfg)[0]
+    assert record["compactions"] == 8 and record["segments"] == 12  # after turns 1 and 2 of 4 episodes
+
+
 def test_cli_task_mix_arguments():
     from argparse import Namespace
 

@@ -67,13 +67,11 @@ def call_text(expression: str) -> str:
     )
 
 
-def always_calls(monkeypatch, expression: str = "6*7") -> None:
-    """Every sampled turn of a tiny random model parses as a calculator call (the tokens stay the
+def always_calls(monkeypatch, tool: str = "calculate", arguments: dict | None = None) -> None:
+    """Every sampled turn of a tiny random model parses as a call of `tool` (the tokens stay the
     model's own), so episodes run their full turn budget and compaction is exercised on both backends."""
-    call = {
-        "type": "function",
-        "function": {"name": "calculate", "arguments": json.dumps({"expression": expression})},
-    }
+    arguments = {"expression": "6*7"} if arguments is None else arguments
+    call = {"type": "function", "function": {"name": tool, "arguments": json.dumps(arguments)}}
     parsed = ParsedMessage("", "r", [call], saw_eos=True)
     monkeypatch.setattr(rollout_mod, "parse_completion", lambda *a, **k: parsed)
 
@@ -158,9 +156,11 @@ def test_summary_strategy_restarts_from_the_task_and_a_tool_log(model, tok, monk
         encode_messages(compacted, "thinking")
     )
     # a second summary carries the first one's lines over
-    later = compacted + [{"role": "assistant", "content": "", "tool_calls": [{"type": "function",
-              "function": {"name": "calculate", "arguments": '{"expression": "1+1"}'}}]},
-             {"role": "tool", "content": "2"}]  # fmt: skip
+    call = {"type": "function", "function": {"name": "calculate", "arguments": '{"expression": "1+1"}'}}
+    later = compacted + [
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": "2"},
+    ]
     assert tool_log_summary(later).splitlines()[-1] == '- calculate({"expression": "1+1"}) -> 2'
     assert len(tool_log_summary(later).splitlines()) == 3
 
@@ -169,25 +169,27 @@ def test_engine_and_reference_agree_on_segments(model, tok, monkeypatch):
     always_calls(monkeypatch)
     tasks = generate_calc_tasks(2, 2)
     budget = max(prompt_len(tok, t) for t in tasks) + 1  # every turn passes it
-    for strategy, n_segments in (("summary", 3), ("discard-all", 3)):
+    for strategy in ("summary", "discard-all"):
         context = ContextConfig(strategy, budget)
         ref = run_groups(model, calc_groups(tok, tasks, context), GREEDY, backend="reference")
-        eng = run_groups(model, calc_groups(tok, tasks, context), GREEDY, backend="engine")
+        groups = calc_groups(tok, tasks, context)
+        eng = run_groups(model, groups, GREEDY, backend="engine")
         # 4 episodes of 3 turns: compactions after turns 1 and 2, none after the last
-        assert [t.segment for t in eng] == [0, 1, 2] * 4 and [t.episode for t in eng] == [
-            e for e in range(4) for _ in range(3)
-        ]
-        assert len(eng) == 4 * n_segments
+        assert [t.segment for t in eng] == [0, 1, 2] * 4
+        assert [t.episode for t in eng] == [e for e in range(4) for _ in range(3)]
         for a, b in zip(ref, eng):
             assert a.ids == b.ids and a.action == b.action and a.completions == b.completions
             assert (a.episode, a.segment, a.episode_tokens) == (b.episode, b.segment, b.episode_tokens)
             assert torch.allclose(torch.tensor(a.old_logp), torch.tensor(b.old_logp), atol=1e-5)
             for layer in a.routing:
                 assert torch.equal(torch.stack(a.routing[layer]), torch.stack(b.routing[layer]))
-        # every later segment opens with the encoded compacted prompt, all context
+        # every later segment opens with the encoded compacted prompt, all context, then samples
+        jobs = [job for group, _ in groups for job in group]
         for t in eng:
             if t.segment:
-                assert t.action[0] == 0 and t.n_sampled > 0
+                prompt = tok.encode(encode_messages(jobs[t.episode].compacted[t.segment - 1], "thinking"))
+                assert t.ids[: len(prompt)] == prompt and not any(t.action[: len(prompt)])
+                assert t.action[len(prompt)] == 1
 
 
 def test_sampled_segments_replay_to_ratio_one(model, tok, monkeypatch):
@@ -322,7 +324,10 @@ def test_grpo_step_reports_compactions(tok, monkeypatch):
     )
     probe = GRPORunConfig(**base)
     plan = plan_step(probe, 0, task_pools(probe))
-    budget = max(len(job.prompt_ids) for kind, task in plan for job in group_jobs(tok, probe, kind, task)) + 1
+    jobs = [job for kind, task in plan for job in group_jobs(tok, probe, kind, task)]
+    budget = max(len(job.prompt_ids) for job in jobs) + 1
+    for job in jobs:
+        job.close()
     cfg = GRPORunConfig(**base, context_strategy="discard-all", context_budget=budget)
     seen = []
 
