@@ -230,7 +230,28 @@ def indexer_topk(q_QHD, w_QH, k_SD, positions_Q, topk: int, block: int | None = 
     scores_QS = scores_SQ.T
     if q > 1 or int(positions_Q[0]) < s - 1:
         scores_QS = scores_QS.masked_fill(torch.arange(s)[None, :] > positions_Q[:, None], float("-inf"))
+    if q == 1:
+        return topk_by_threshold(scores_QS[0], min(topk, s))[None]
     return scores_QS.topk(min(topk, s), dim=-1).indices
+
+
+def topk_by_threshold(scores_S: torch.Tensor, k: int, stride: int = 16) -> torch.Tensor:
+    """Indices of k largest scores (unordered), exactly, faster than `topk` on long rows: a threshold
+    from every stride-th score (a little below that sample's (k/stride)-th largest, so about 1.2-1.4 k
+    scores pass it), the candidates at or above it, and `topk` among those. Every score above the
+    k-th largest passes any threshold that at least k scores pass, so the result is a top-k set
+    (ties at the boundary may pick other, equal, scores); with fewer than k candidates it falls back
+    to a full `topk`. At 128K scores and k = 2048: 0.4 ms vs 1.3-1.5 ms (one thread)."""
+    n = scores_S.shape[0]
+    sample = scores_S[::stride]
+    m = k // stride + k // (4 * stride) + 8
+    if n < 4 * k or m >= sample.shape[0]:
+        return scores_S.topk(k).indices
+    threshold = sample.topk(m, sorted=False).values.min()
+    candidates = (scores_S >= threshold).nonzero().squeeze(1)
+    if candidates.shape[0] < k:
+        return scores_S.topk(k).indices
+    return candidates[scores_S[candidates].topk(k, sorted=False).indices]
 
 
 def sparse_attend(q_abs_QHL, kv_SL, idx_QK, kv_rank: int, scale: float) -> torch.Tensor:

@@ -89,6 +89,22 @@ def test_bf16_dsa_selects_like_the_fp32_indexer(shape):
     assert torch.allclose(out.float(), ref_out, atol=3e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_topk_by_threshold_is_a_top_k_set(dtype):
+    g = torch.Generator().manual_seed(1)
+    for n, k in ((20000, 512), (300, 64), (5000, 1000)):
+        scores = torch.randn(n, generator=g).to(dtype)
+        got = K.topk_by_threshold(scores, k)
+        assert got.shape == (k,) and got.unique().numel() == k
+        # the same multiset of values as torch.topk (ties may choose other, equal, scores)
+        assert torch.equal(scores[got].sort().values, scores.topk(k).values.sort().values)
+    # few candidates pass the sampled threshold (a spike every 16th score): the full topk fallback
+    spiky = torch.zeros(20000, dtype=dtype)
+    spiky[::16] = 1.0
+    got = K.topk_by_threshold(spiky, 2000)
+    assert torch.equal(spiky[got].sort().values, spiky.topk(2000).values.sort().values)
+
+
 def test_flop_ratio_matches_the_issue_numbers():
     s = K.AttentionShape.from_config(preset("deepseek-v3.2"))
     decode = s.dense_absorbed_flops(131072) / s.dsa_flops(131072)
