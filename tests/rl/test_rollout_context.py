@@ -7,8 +7,9 @@ import json
 from argparse import Namespace
 
 import pytest
+import test_engine_rollouts as engine_rollouts
 import torch
-from test_engine_rollouts import max_ratio_dev
+from test_engine_rollouts import GREEDY, REWARD, SAMPLED, max_ratio_dev
 from test_rollout import scripted_sampler
 
 import dsv32.rl.grpo as grpo_mod
@@ -23,40 +24,12 @@ from dsv32.rl.compaction import ContextConfig, tool_log_summary
 from dsv32.rl.grpo import GRPORunConfig, group_jobs, plan_step, run_grpo, task_pools
 from dsv32.rl.loss import GRPOConfig, grpo_loss
 from dsv32.rl.policy import make_batch
-from dsv32.rl.rewards import RewardConfig
 from dsv32.rl.rollout import episode_jobs, run_groups
 from dsv32.rl.sampler import SamplingParams
-from dsv32.rl.sft_data import cold_start_mix
 from dsv32.rl.tool_tasks import CalcEpisode, generate_calc_tasks
-from dsv32.tokenizer import train_bpe
 
-GREEDY = SamplingParams(top_k=1, max_new_tokens=6)
-SAMPLED = SamplingParams(temperature=0.8, top_p=0.9, top_k=40, max_new_tokens=6)
-REWARD = RewardConfig(length_budget=20, length_limit=40)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m = build_model(preset("tiny"), seed=5).eval()
-    with torch.no_grad():  # a non-trivial routing bias, so expert choice is not just the score order
-        for gate in m.gates().values():
-            gate.e_score_correction_bias.normal_(0, 0.05)
-    return m
-
-
-@pytest.fixture(scope="module")
-def tok():
-    ex = cold_start_mix(40, 0)
-    return train_bpe([encode_messages(e["messages"], e["thinking_mode"]) for e in ex], 512)
+# the same tiny model, tokenizer and one-thread setting as the engine rollout tests
+model, tok, one_thread = engine_rollouts.model, engine_rollouts.tok, engine_rollouts.one_thread
 
 
 def call_text(expression: str) -> str:
