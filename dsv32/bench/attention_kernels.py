@@ -215,7 +215,7 @@ def relu_linear(x_ND: torch.Tensor, w_MD: torch.Tensor) -> torch.Tensor:
 
 def indexer_topk(q_QHD, w_QH, k_SD, positions_Q, topk: int, block: int | None = None) -> torch.Tensor:
     """Causal top-k of I[q, s] = sum_j w[q, j] ReLU(q_I[q, j] . k_I[s]). -> indices [Q, min(k, S)].
-    Blocked over keys so each block's [block, Q*H] dot products stay in cache."""
+    Blocked over keys (`indexer_block`) so the [block, Q*H] dot products stay bounded."""
     q, h, d = q_QHD.shape
     block = block or indexer_block(k_SD.dtype, q * h)
     s = k_SD.shape[0]
