@@ -16,8 +16,9 @@ timed step is the optimisation step only, on a prepared batch:
   completion, OPSM, clipped ratio, bias-corrected KL) + `accelerator.backward` + gradient clipping
   at 1.0 + the optimizer from `trainer.create_optimizer()` + `zero_grad`; `inputs` carries
   `old_per_token_logps` and `ref_per_token_logps`, so no extra forward runs.
-- dsv32: `policy_logprobs` (forward on ids[:, :-1], log-probs of every token) + `grpo_loss` +
-  backward + gradient clipping at 1.0 + a `torch.optim.AdamW` with TRL's optimizer settings + zero_grad.
+- dsv32: `policy_logprobs` (forward on ids[:, :-1], head and log-probs on the completion tokens) +
+  `grpo_loss` + backward + gradient clipping at 1.0 + a `torch.optim.AdamW` with TRL's optimizer
+  settings + zero_grad.
   Rows: `dsv32` computes the function TRL computes (fresh routing, full-vocabulary log-probs);
   `dsv32 +keep` also replays the recorded MoE routing and applies the (here all-true) keep mask,
   i.e. the full V3.2 path.

@@ -76,22 +76,40 @@ def token_logprobs(
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     # [B, T-1, V] predicting positions 1..T-1 (a forward on input_ids[:, :-1] gives exactly these)
-    logits = logits_BTV[:, : t - 1].float() / temperature
+    keep = None
     if keep_BTV is not None:
         if keep_BTV.shape != (b, t, logits_BTV.shape[-1]):
             raise ValueError(f"keep mask must be {(b, t, logits_BTV.shape[-1])}, got {tuple(keep_BTV.shape)}")
-        logits = logits.masked_fill(~keep_BTV[:, 1:].to(logits.device), float("-inf"))
+        keep = keep_BTV[:, 1:]
+    logp, entropy = selected_logprobs(
+        logits_BTV[:, : t - 1], input_ids_BT[:, 1:], keep, temperature, with_entropy
+    )
+    zeros = logp.new_zeros(b, 1)
+    return torch.cat([zeros, logp], dim=1), (torch.cat([zeros, entropy], dim=1) if with_entropy else None)
+
+
+def selected_logprobs(
+    logits_XV: torch.Tensor,
+    targets_X: torch.Tensor,
+    keep_XV: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log pi(target) under `log_softmax(logits.masked_fill(~keep, -inf) / temperature)` for logits
+    already aligned with their targets (any leading shape X), and the distribution's entropy."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logits = logits_XV.float() / temperature
+    if keep_XV is not None:
+        logits = logits.masked_fill(~keep_XV.to(logits.device), float("-inf"))
     logp_all = F.log_softmax(logits, dim=-1)
-    targets = input_ids_BT[:, 1:].long()
-    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    zeros = logp.new_zeros(logp.shape[0], 1)
+    logp = logp_all.gather(-1, targets_X.long().unsqueeze(-1)).squeeze(-1)
     entropy = None
     if with_entropy:
         with torch.no_grad():
             p = logp_all.exp()
-            ent = -(p * logp_all.masked_fill(p == 0, 0.0)).sum(-1)
-        entropy = torch.cat([zeros, ent], dim=1)
-    return torch.cat([zeros, logp], dim=1), entropy
+            entropy = -(p * logp_all.masked_fill(p == 0, 0.0)).sum(-1)
+    return logp, entropy
 
 
 def check_actions_kept(input_ids_BT: torch.Tensor, action_BT: torch.Tensor, keep_BTV: torch.Tensor) -> None:

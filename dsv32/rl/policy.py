@@ -10,9 +10,11 @@ the kept-id sets compact until a micro-batch is scored, and carries each row's `
 episode was cut into segments by a context compaction).
 
 `policy_logprobs` runs model(ids[:, :-1]) with `replay_routing` when keep routing is on (else the
-model routes afresh), then `token_logprobs` with the dense keep mask when the keep sampling mask is
-on (else over the full vocabulary). The same function scores pi_theta and pi_ref, so the two fixes
-apply to both alike.
+model routes afresh) and scores the ACTION tokens only: the output head and the log-softmax run on
+the positions that predict a sampled token (`logits_at`), with the keep mask when the keep sampling
+mask is on (else over the full vocabulary); prompt and forced positions, which no loss term reads,
+get log-prob 0 (as TRL's `logits_to_keep` skips the prompt). The same function scores pi_theta and
+pi_ref, so the two fixes apply to both alike.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from dsv32.model.transformer import DeepseekV32ForCausalLM
-from dsv32.rl.logprobs import check_actions_kept, dense_keep_mask, token_logprobs
+from dsv32.rl.logprobs import check_actions_kept, dense_keep_mask, selected_logprobs
 from dsv32.rl.rollout import Trajectory
 
 
@@ -102,15 +104,24 @@ def policy_logprobs(
     attention: str = "dense",
     with_entropy: bool = False,
 ):
-    """(logp [B, T], entropy [B, T] or None, model output) of batch.ids under `model`."""
+    """(logp [B, T], entropy [B, T] or None, model output) of batch.ids under `model`; both are 0
+    off the action positions (out.logits holds only the action positions' rows, row-major)."""
     ids = batch.ids
+    action_BT = batch.action.bool()
+    if bool(action_BT[:, 0].any()):
+        raise ValueError("position 0 cannot be an action: no logits predict it")
     replay = batch.routing if keep_routing else None
-    out = model(ids[:, :-1], attention=attention, replay_routing=replay, return_routing=True)
-    keep = None
+    out = model(ids[:, :-1], attention=attention, replay_routing=replay, return_routing=True,
+                logits_at=action_BT[:, 1:])  # fmt: skip
+    keep_NV = None
     if keep_sampling_mask:
-        keep = dense_keep_mask(batch.kept, tuple(ids.shape), out.logits.shape[-1])
-        check_actions_kept(ids, batch.action, keep)
-    logp, entropy = token_logprobs(out.logits, ids, keep, temperature, with_entropy)
+        keep_BTV = dense_keep_mask(batch.kept, tuple(ids.shape), out.logits.shape[-1])
+        check_actions_kept(ids, batch.action, keep_BTV)
+        keep_NV = keep_BTV[action_BT]
+    logp_N, entropy_N = selected_logprobs(out.logits, ids[action_BT], keep_NV, temperature, with_entropy)
+    zeros = torch.zeros(ids.shape, dtype=logp_N.dtype, device=logp_N.device)
+    logp = zeros.masked_scatter(action_BT, logp_N)
+    entropy = zeros.masked_scatter(action_BT, entropy_N) if with_entropy else None
     return logp, entropy, out
 
 

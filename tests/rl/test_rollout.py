@@ -10,6 +10,7 @@ from dsv32.config import preset
 from dsv32.model.moe import update_expert_bias
 from dsv32.model.transformer import build_model
 from dsv32.rl.advantages import group_advantages
+from dsv32.rl.logprobs import dense_keep_mask, token_logprobs
 from dsv32.rl.loss import GRPOConfig, grpo_loss
 from dsv32.rl.policy import make_batch, policy_logprobs
 from dsv32.rl.rewards import RewardConfig
@@ -48,6 +49,34 @@ def ratio_stats(model, trajs, tok, keep_routing, keep_mask, temperature):
     with torch.no_grad():
         logp, _, _ = policy_logprobs(model, batch, keep_routing, keep_mask, temperature)
     return ((logp - batch.old_logp).abs() * batch.action).max().item()
+
+
+@pytest.mark.parametrize("keep_mask", [True, False])
+def test_policy_logprobs_score_only_actions_like_a_full_forward(setup, keep_mask):
+    model, tok = setup
+    params = SamplingParams(temperature=0.8, top_p=0.9, top_k=40, max_new_tokens=10)
+    trajs = rollout_reasoning(
+        model, tok, generate_tasks(2, 1), 2, params, REWARD, torch.Generator().manual_seed(1)
+    )
+    batch = make_batch(trajs, torch.tensor([1.0, -1.0, 0.5, -0.5]), 1, model.config.num_experts_per_tok)
+    action = batch.action.bool()
+    logp, entropy, out = policy_logprobs(model, batch, True, keep_mask, 0.8, with_entropy=True)
+    assert out.logits.shape == (int(action.sum()), model.config.vocab_size)  # the head ran on actions only
+    # reference: every position's log-prob from the full-vocabulary head on every position
+    full = model(batch.ids[:, :-1], replay_routing=batch.routing)
+    keep = dense_keep_mask(batch.kept, tuple(batch.ids.shape), full.logits.shape[-1]) if keep_mask else None
+    ref_logp, ref_entropy = token_logprobs(full.logits, batch.ids, keep, 0.8, with_entropy=True)
+    assert torch.allclose(logp[action], ref_logp[action], atol=1e-5)
+    assert torch.allclose(entropy[action], ref_entropy[action], atol=1e-5)
+    assert (logp[~action] == 0).all() and (entropy[~action] == 0).all()
+    # the same gradient flows into the weights
+    model.zero_grad()
+    (logp * batch.advantages[:, None]).sum().backward()
+    grad = model.lm_head.weight.grad.clone()
+    model.zero_grad()
+    (ref_logp * action * batch.advantages[:, None]).sum().backward()
+    assert torch.allclose(grad, model.lm_head.weight.grad, atol=1e-5)
+    model.zero_grad()
 
 
 def test_ratio_is_one_with_both_fixes_and_not_without(setup):
