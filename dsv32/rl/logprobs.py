@@ -73,8 +73,6 @@ def token_logprobs(
             f"logits must be [B, T, V] or [B, T-1, V] for input_ids [B, T]; got {tuple(logits_BTV.shape)} "
             f"and {tuple(input_ids_BT.shape)}"
         )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
     # [B, T-1, V] predicting positions 1..T-1 (a forward on input_ids[:, :-1] gives exactly these)
     keep = None
     if keep_BTV is not None:
