@@ -3,7 +3,8 @@
 The `small` preset (seeded random weights) is written with `save_checkpoint` and loaded twice: by
 `dsv32.checkpoint.load_model` for the engine (DSA attention, paged bf16-latent/FP8-key cache,
 continuous batching) and by `transformers.DeepseekV32ForCausalLM.from_pretrained` (its own DSA port,
-dynamic KV cache). Both decode greedily with fp32 weights on the same prompts, measured alternately:
+dynamic KV cache). Both decode greedily with the same weight dtype (`--dtype`, fp32 by default; bf16
+uses the bf16 matmul units where the CPU has them) on the same prompts, measured alternately:
 - decode tokens/s at batch B = B (N - 1) / (t(N new tokens) - t(1 new token)), which removes the
   prefill from the decode rate;
 - prefill tokens/s = prompt tokens / t(1 new token) at batch 1 on a longer prompt.
@@ -41,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--preset", default="small")
+    p.add_argument(
+        "--dtype", choices=("float32", "bfloat16"), default="float32", help="weight dtype of both sides"
+    )
     p.add_argument("--out", default="bench_results/engine", help="directory for the PNG and JSON")
 
 
@@ -75,10 +79,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--new-tokens must be >= 2, --prompt-len and --reps >= 1")
     threads = set_threads(args.threads)
     config = preset(args.preset)
+    dtype = getattr(torch, args.dtype)
     with tempfile.TemporaryDirectory() as tmp:
         directory = save_checkpoint(build_model(config, seed=0), config, Path(tmp) / "ckpt")
-        ours = load_model(directory)
-        hf = transformers.DeepseekV32ForCausalLM.from_pretrained(str(directory), dtype=torch.float32).eval()
+        ours = load_model(directory, dtype=dtype)
+        hf = transformers.DeepseekV32ForCausalLM.from_pretrained(str(directory), dtype=dtype).eval()
     max_len = max(prefill_len, args.prompt_len) + new_tokens + 1
     engine = Engine(ours, max_batch=max(batches), max_seq_len=max_len, page_size=64, prefill_chunk=512)
     g = torch.Generator().manual_seed(0)
@@ -128,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         "prefill_tokens_per_s": {"engine": round(rows[-1][2], 2), "transformers": round(rows[-1][3], 2)},
         "greedy_agreement": agreement,
         "preset": args.preset,
+        "dtype": args.dtype,
         "prompt_len": args.prompt_len,
         "new_tokens": new_tokens,
         "prefill_len": prefill_len,
@@ -139,13 +145,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "engine.json", result)
-    _plot(rows, out / "engine.png")
+    _plot(rows, out / "engine.png", args.dtype)
     print(f"wrote {out / 'engine.png'} and {out / 'engine.json'}")
     print(json.dumps(result))
     return 0
 
 
-def _plot(rows, path: Path) -> None:
+def _plot(rows, path: Path, dtype: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,7 +167,7 @@ def _plot(rows, path: Path) -> None:
     ax.set_xticks(list(x), labels)
     ax.set_yscale("log")
     ax.set_ylabel("tokens / s")
-    ax.set_title("small preset, greedy, fp32 weights")
+    ax.set_title(f"small preset, greedy, {dtype} weights")
     ax.legend()
     save_figure(fig, path)
     plt.close(fig)
