@@ -74,7 +74,8 @@ def test_bf16_weights_decode_follows_the_bf16_full_forward(tiny_model, attention
     # weights stay fp32): the engine's step differs from the full forward only in bf16 rounding.
     from dsv32.checkpoint import load_model, save_checkpoint
 
-    model = load_model(save_checkpoint(tiny_model, tiny_model.config, tmp_path / "ckpt"), dtype=torch.bfloat16)
+    directory = save_checkpoint(tiny_model, tiny_model.config, tmp_path / "ckpt")
+    model = load_model(directory, dtype=torch.bfloat16)
     assert model.lm_head.weight.dtype == torch.bfloat16
     prompts = random_prompts(model.config, [9, 20], seed=4)
     engine = Engine(model, max_batch=2, page_size=8, max_seq_len=64, cache_spec=CacheSpec.exact(),
