@@ -4,12 +4,17 @@ verifiers as the RL rewards (a reasoning task's exact answer; a tool episode's g
 Every task is one rollout job; with `backend="engine"` (default) all of them decode as one batch in
 `dsv32.engine` (multi-turn episodes resume with their tool results in the same batch); "reference"
 runs them one task at a time on the KV-cache-free `dsv32.rl.sampler`. Greedy decoding makes the two
-give the same outputs (up to float ties between the two largest logits)."""
+give the same outputs (up to float ties between the two largest logits).
+
+`context` applies a context-management strategy to the tool episodes as in GRPO training
+(`dsv32.rl.compaction`): an episode may then run as several sequences (segments); it is graded once,
+and its length is the sampled tokens of all its segments."""
 
 from __future__ import annotations
 
 import torch
 
+from dsv32.rl.compaction import ContextConfig
 from dsv32.rl.env_tasks import EnvTask
 from dsv32.rl.rewards import RewardConfig
 from dsv32.rl.rollout import episode_jobs, reasoning_jobs, run_groups
@@ -30,9 +35,11 @@ def pass_at_1(
     attention: str = "dense",
     backend: str = "engine",
     env: list[EnvTask] = (),
+    context: ContextConfig | None = None,
 ) -> dict[str, float]:
     """{"reasoning": pass@1, "calc": ..., "calc/L{level}": ..., "env": ..., "env/L{level}": ...,
-    "length/{kind}": mean sampled tokens}, for the kinds given tasks."""
+    "length/{kind}": mean sampled tokens per task}, for the kinds given tasks; with `context`, also
+    "segments/{kind}": mean sequences per tool episode."""
     params = SamplingParams(top_k=1, max_new_tokens=max_new_tokens)
     reward = RewardConfig(length_penalty=False)
     gen = torch.Generator().manual_seed(0)
@@ -43,22 +50,28 @@ def pass_at_1(
     }
     for kind, tasks in episodes.items():
         for _, make, key in tasks:
-            groups.append((episode_jobs(tokenizer, make, key, kind, 1, reward, thinking, max_turns), gen))
-    trajs = run_groups(model, groups, params, attention, backend)
+            jobs = episode_jobs(tokenizer, make, key, kind, 1, reward, thinking, max_turns, context=context)
+            groups.append((jobs, gen))
+    per_task: list[list] = [[] for _ in groups]  # the segments of each task's one sequence or episode
+    for traj in run_groups(model, groups, params, attention, backend):
+        per_task[traj.episode].append(traj)
+    outcomes = [segs[0].reward.outcome for segs in per_task]
+    lengths = [sum(t.n_sampled for t in segs) for segs in per_task]
     out: dict[str, float] = {}
     if reasoning:
-        r_trajs = trajs[: len(reasoning)]
-        out["reasoning"] = sum(t.reward.outcome for t in r_trajs) / len(r_trajs)
-        out["length/reasoning"] = sum(t.n_sampled for t in r_trajs) / len(r_trajs)
+        out["reasoning"] = sum(outcomes[: len(reasoning)]) / len(reasoning)
+        out["length/reasoning"] = sum(lengths[: len(reasoning)]) / len(reasoning)
     at = len(reasoning)
     for kind, tasks in episodes.items():
-        kind_trajs, at = trajs[at : at + len(tasks)], at + len(tasks)
+        span, at = slice(at, at + len(tasks)), at + len(tasks)
         if not tasks:
             continue
         by_level: dict[int, list[float]] = {}
-        for (level, _, _), tr in zip(tasks, kind_trajs):
-            by_level.setdefault(level, []).append(tr.reward.outcome)
-        out[kind] = sum(t.reward.outcome for t in kind_trajs) / len(kind_trajs)
+        for (level, _, _), outcome in zip(tasks, outcomes[span]):
+            by_level.setdefault(level, []).append(outcome)
+        out[kind] = sum(outcomes[span]) / len(tasks)
         out.update({f"{kind}/L{lv}": sum(v) / len(v) for lv, v in sorted(by_level.items())})
-        out[f"length/{kind}"] = sum(t.n_sampled for t in kind_trajs) / len(kind_trajs)
+        out[f"length/{kind}"] = sum(lengths[span]) / len(tasks)
+        if context is not None:
+            out[f"segments/{kind}"] = sum(len(segs) for segs in per_task[span]) / len(tasks)
     return out

@@ -21,6 +21,7 @@ from dsv32.config import preset
 from dsv32.model.transformer import build_model
 from dsv32.rl.advantages import episode_advantages, group_advantages
 from dsv32.rl.compaction import ContextConfig, tool_log_summary
+from dsv32.rl.evaluate import pass_at_1
 from dsv32.rl.grpo import GRPORunConfig, group_jobs, plan_step, run_grpo, task_pools
 from dsv32.rl.loss import GRPOConfig, grpo_loss
 from dsv32.rl.policy import make_batch
@@ -247,6 +248,27 @@ def test_strategy_none_is_the_plain_episode(model, tok):
         logp, batch.old_logp, batch.advantages, batch.action, cfg, None, None, batch.episode_tokens
     )
     assert torch.equal(plain.loss, tokens.loss)
+
+
+def test_pass_at_1_grades_each_compacted_episode_once(model, tok, monkeypatch):
+    always_calls(monkeypatch)
+    tasks = generate_calc_tasks(3, 2)
+    context = ContextConfig("discard-all", max(prompt_len(tok, t) for t in tasks) + 1)
+    scores = pass_at_1(model, tok, [], tasks, max_new_tokens=8, max_turns=3, context=context)
+    # the same greedy episodes, graded by hand: one outcome per episode, lengths summed over segments
+    greedy = SamplingParams(top_k=1, max_new_tokens=8)
+    segments = run_groups(model, calc_groups(tok, tasks, context, group_size=1), greedy)
+    assert [t.segment for t in segments] == [0, 1, 2] * 3 and scores["segments/calc"] == 3.0
+    episodes = [[t for t in segments if t.episode == e] for e in range(3)]
+    assert scores["calc"] == sum(e[0].reward.outcome for e in episodes) / 3
+    assert scores["length/calc"] == sum(t.n_sampled for t in segments) / 3
+    # a budget never reached: the plain evaluation, plus one segment per episode
+    wide = pass_at_1(
+        model, tok, [], tasks, max_new_tokens=8, max_turns=3, context=ContextConfig("summary", 10**6)
+    )
+    plain = pass_at_1(model, tok, [], tasks, max_new_tokens=8, max_turns=3)
+    assert wide.pop("segments/calc") == 1.0 and wide == plain
+    assert plain["length/calc"] > 8  # more than one turn per episode
 
 
 def test_bad_context_settings_are_rejected(tok):
