@@ -106,16 +106,30 @@ def cmd_bench_kernels(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    from dsv32.bench.common import parse_lengths
     from dsv32.train.probe import ProbeConfig, parse_curriculum, run_probe
 
     curriculum = parse_curriculum(args.curriculum) if args.curriculum else None
+    eval_lens = parse_lengths(args.eval_lens, "--eval-lens") if args.eval_lens else None
     cfg = ProbeConfig(task=args.task, preset=args.preset, seq_len=args.seq_len, batch_size=args.batch_size,
                       steps=args.steps, lr=args.lr, initializer_range=args.init_range, tie_head=args.tie_head,
                       curriculum=curriculum, log_every=args.log_every, seed=args.seed,
-                      max_files=args.max_files)  # fmt: skip
-    print(f"{'step':>6s} {'context':>8s} {'answer loss':>12s} {'accuracy':>9s} {'exact':>7s} {'seconds':>8s}")
-    row = "{step:6d} {seq_len:8d} {loss:12.4f} {accuracy:9.3f} {exact_match:7.3f} {seconds:8.1f}"
-    history = run_probe(cfg, args.cache_dir, progress=lambda r: print(row.format(**r), flush=True))
+                      max_files=args.max_files, eval_lens=eval_lens,
+                      eval_samples=args.eval_samples)  # fmt: skip
+    print(f"{'step':>6s} {'context':>8s} {'answer loss':>12s} {'accuracy':>9s} {'exact':>7s} "
+          f"{'p0':>6s} {'p1':>6s} {'p2':>6s} {'seconds':>8s}")  # fmt: skip
+
+    def cell(r: dict, key: str, width: int, digits: int = 3) -> str:
+        return f"{'-' if r.get(key) is None else format(r[key], f'.{digits}f'):>{width}s}"
+
+    def show(r: dict) -> None:  # a training window, or a held-out length at the end ("eval")
+        evaluated = "eval_seq_len" in r
+        head = f"{'eval':>6s} {r['eval_seq_len']:8d}" if evaluated else f"{r['step']:6d} {r['seq_len']:8d}"
+        cells = [cell(r, "loss", 12, 4), cell(r, "accuracy", 9), cell(r, "exact_match", 7)]
+        cells += [cell(r, k, 6) for k in ("p0", "p1", "p2")] + [cell(r, "seconds", 8, 1)]
+        print(head, *cells, flush=True)
+
+    history = run_probe(cfg, args.cache_dir, progress=show)
     print(json.dumps({"config": vars(cfg), "history": history}))
     return 0
 
@@ -225,6 +239,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default="runs/cache", help="tokenizer cache (trained on first use)")
     p.add_argument("--max-files", type=int, default=None, help="stdlib files for the tokenizer")
+    p.add_argument("--eval-lens", default=None, help="context lengths for a held-out exact match at the end")
+    p.add_argument("--eval-samples", type=int, default=64, help="held-out samples per --eval-lens length")
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("probe-induction", help="steps until copying forms: dsv32 vs a plain transformer")

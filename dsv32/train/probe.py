@@ -4,7 +4,11 @@ Fresh task samples every step (no reuse), loss on the answer + EOS only, the out
 those positions only, plain AdamW (no weight decay, betas 0.9/0.95, linear warm-up then constant,
 clip 1.0). Every `log_every` steps it reports, averaged over the interval: the answer loss, the
 accuracy of the answer tokens (EOS excluded) and the exact-match rate (every answer token and EOS
-argmax-correct under teacher forcing, which is what greedy decoding would produce). `tie_head` sets
+argmax-correct under teacher forcing, which is what greedy decoding would produce), and the accuracy
+at each answer position (`p0`, `p1`, ...: the first, second, ... answer token), which tells a copy
+that finds the needle's tokens but not their order (p0 low, later ones high) from one that does not
+find the needle at all. `eval_lens` measures the trained model's exact match on fresh held-out
+samples at other context lengths (does what was learned at one length carry to others?). `tie_head` sets
 the model config's `tie_word_embeddings`. `curriculum` replaces the single (seq_len, batch_size,
 steps) phase by several, run in order on the same model and optimizer: retrieval learned at a
 short context is carried to longer ones.
@@ -44,22 +48,34 @@ class ProbeConfig:
     curriculum: list[tuple[int, int, int]] | None = None  # (seq_len, batch_size, steps) per phase
     n_pairs: int = 2  # kv_recall at short contexts
     log_every: int = 25
+    eval_lens: list[int] | None = None  # context lengths for the held-out exact match at the end
+    eval_samples: int = 64
     seed: int = 0
     max_files: int | None = None  # stdlib files for the tokenizer corpus (None: all)
 
 
+ANSWER_POSITIONS = 3  # p0, p1, p2 (a five-digit answer is 2-3 tokens with the 8K vocabulary)
+
+
 def answer_metrics(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, eos_id: int) -> dict:
-    """Over the supervised positions of a batch (logits [N, V], targets [N], the row of each [N]):
-    mean loss, accuracy on non-EOS targets, and the share of rows with every position right."""
+    """Over the supervised positions of a batch (logits [N, V], targets [N], the row of each [N],
+    ascending): mean loss, accuracy on non-EOS targets, the share of rows with every position right,
+    and `p{j}`, the accuracy of the j-th answer token of each row (EOS excluded; nan if none)."""
     correct = logits.argmax(-1) == targets
     words = targets != eos_id
     n_rows = int(rows.max()) + 1
     wrong_per_row = torch.zeros(n_rows).index_add_(0, rows, (~correct).float())
-    return {
+    counts = torch.bincount(rows, minlength=n_rows)
+    position = torch.arange(len(rows)) - (counts.cumsum(0) - counts)[rows]
+    out = {
         "loss": float(F.cross_entropy(logits.float(), targets)),
         "accuracy": float(correct[words].float().mean()) if words.any() else float("nan"),
         "exact_match": float((wrong_per_row == 0).float().mean()),
     }
+    for j in range(ANSWER_POSITIONS):
+        at = words & (position == j)
+        out[f"p{j}"] = float(correct[at].float().mean()) if at.any() else float("nan")
+    return out
 
 
 def parse_curriculum(text: str) -> list[tuple[int, int, int]]:
@@ -78,6 +94,27 @@ def parse_curriculum(text: str) -> list[tuple[int, int, int]]:
             raise ValueError(f"curriculum phase {part!r}: every number must be >= 1")
         phases.append(phase)
     return phases
+
+
+@torch.no_grad()
+def held_out_metrics(model, tasks, task: str, seq_len: int, n: int, seed: int, eos_id: int) -> dict:
+    """Teacher-forced answer metrics (loss left out) on n fresh samples, drawn with a seed that no
+    training batch uses, run 8 rows at a time."""
+    seeds = [derive_seed(seed + 7919, i) for i in range(n)]  # training draws derive_seed(seed, i)
+    logits, targets, rows = [], [], []
+    for c0 in range(0, n, 8):
+        ids_t, mask_t = _task_batch(tasks, task, seq_len, seeds[c0 : c0 + 8], eos_id)
+        logits.append(model(ids_t[:, :-1], logits_at=mask_t).logits)
+        targets.append(ids_t[:, 1:][mask_t])
+        rows.append(mask_t.nonzero()[:, 0] + c0)
+    metrics = answer_metrics(torch.cat(logits), torch.cat(targets), torch.cat(rows), eos_id)
+    return {k: None if np.isnan(v) else round(v, 4) for k, v in metrics.items() if k != "loss"}
+
+
+def _window_mean(values: list[float]) -> float | None:
+    """Mean over the logging window, ignoring nan (None when every value is nan)."""
+    kept = [v for v in values if not np.isnan(v)]
+    return round(float(np.mean(kept)), 4) if kept else None
 
 
 def _task_batch(tasks, task: str, seq_len: int, seeds: list[int], pad_id: int):
@@ -127,9 +164,17 @@ def run_probe(cfg: ProbeConfig, cache_dir: str | Path, progress=print) -> list[d
             window.append(answer_metrics(logits.detach(), targets, rows, tok.eos_id))
             if step % cfg.log_every == 0 or phase_step + 1 == steps:
                 record = {"step": step, "seq_len": seq_len, "seconds": round(time.perf_counter() - start, 1)}
-                record.update({k: round(float(np.nanmean([w[k] for w in window])), 4) for k in window[0]})
+                record.update({k: _window_mean([w[k] for w in window]) for k in window[0]})
                 history.append(record)
                 window = []
                 if progress:
                     progress(record)
+    model.eval()
+    for seq_len in cfg.eval_lens or []:
+        record = {"eval_seq_len": seq_len, "n": cfg.eval_samples}
+        metrics = held_out_metrics(model, tasks, cfg.task, seq_len, cfg.eval_samples, cfg.seed, tok.eos_id)
+        record.update(metrics)
+        history.append(record)
+        if progress:
+            progress(record)
     return history

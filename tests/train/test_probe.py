@@ -1,6 +1,7 @@
 """The retrieval probe: its metrics by hand, and a short run through the CLI."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -21,6 +22,8 @@ def test_answer_metrics_by_hand():
     assert m["accuracy"] == pytest.approx(2 / 3)  # 5 and 7 right, 4 wrong; EOS not counted
     assert m["exact_match"] == pytest.approx(0.5)
     assert m["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, targets)))
+    # by answer position: first tokens 5 (right) and 4 (wrong), second 7 (right), no third word
+    assert (m["p0"], m["p1"]) == (0.5, 1.0) and math.isnan(m["p2"])
 
 
 def test_probe_cli_short_run(capsys, tmp_path):
@@ -38,6 +41,30 @@ def test_probe_cli_short_run(capsys, tmp_path):
         assert r["loss"] > 0 and 0 <= r["exact_match"] <= 1
     with pytest.raises(ValueError, match="unknown task"):
         probe.run_probe(probe.ProbeConfig(task="nope"), tmp_path)
+
+
+def test_held_out_metrics_are_those_of_one_batch_of_fresh_samples(capsys, tmp_path):
+    import dsv32.train.probe as probe
+
+    args = ["train", "probe-retrieval", "--preset", "tiny", "--seq-len", "112", "--batch-size", "2",
+            "--steps", "1", "--tie-head", "--cache-dir", str(tmp_path), "--max-files", "40",
+            "--eval-lens", "112,150", "--eval-samples", "10"]  # fmt: skip
+    assert main(args) == 0
+    history = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["history"]
+    assert [(r.get("eval_seq_len"), r.get("n")) for r in history[1:]] == [(112, 10), (150, 10)]
+    # the chunked evaluation (8 + 2 rows) equals answer_metrics over all 10 rows at once
+    data = probe.DataConfig(vocab_size=512, max_files=40)
+    tok = probe.get_tokenizer(data, probe.load_corpus(data), tmp_path)
+    tasks = probe.LongContextTasks(tok, code_texts=[], options=probe.task_options(data))
+    model = probe.build_model(probe.preset("tiny").replace(vocab_size=tok.vocab_size), seed=0).eval()
+    seeds = [probe.derive_seed(7919, i) for i in range(10)]
+    ids_t, mask_t = probe._task_batch(tasks, "passkey", 150, seeds, tok.eos_id)
+    with torch.no_grad():
+        logits = model(ids_t[:, :-1], logits_at=mask_t).logits
+    whole = probe.answer_metrics(logits, ids_t[:, 1:][mask_t], mask_t.nonzero()[:, 0], tok.eos_id)
+    chunked = probe.held_out_metrics(model, tasks, "passkey", 150, 10, 0, tok.eos_id)
+    assert chunked == {k: round(v, 4) for k, v in whole.items() if k != "loss"}
+    assert not set(seeds) & {probe.derive_seed(0, i) for i in range(1000)}  # never a training sample
 
 
 def test_probe_curriculum_runs_phases_in_order(capsys, tmp_path, monkeypatch):
