@@ -1,13 +1,14 @@
-"""Routed experts of one MoE layer run as two batched matmuls instead of a loop over experts.
+"""Routed experts of one MoE layer run as two grouped matmuls instead of a loop over experts.
 
 The model's `MoE.forward` loops over experts (one small matmul triple each), which at decode time,
 with a few tokens per expert, costs more in per-call overhead than in arithmetic. Here the gate is
 the model's own (`MoE.gate`, same routing), the routed experts' weights are stacked once into
-[E, D, 2I] (gate|up) and [E, I, D] (down), the token slots are grouped per expert and padded to the
-largest group, and the SwiGLU runs as `bmm` over experts: over all experts (unused ones see only
-zero rows; no weight copy) unless at most a quarter are in use, then over a copy of theirs. With at
-most SLOT_LOOP_MAX token slots (single-sequence decode) each slot is two matmuls on views of the
-stacks, and the gate's group-limited top-k runs in Python on the few score rows (the same rule as
+[E, D, 2I] (gate|up) and [E, I, D] (down), the token slots are sorted by expert, and the SwiGLU runs
+as two grouped matmuls (`F.grouped_mm` on CPU: no padding, experts without slots skipped). Where
+grouped matmuls are missing the slots are padded to the largest group and the SwiGLU runs as `bmm`
+over experts: over all experts (unused ones see only zero rows; no weight copy) unless at most a
+quarter are in use, then over a copy of theirs. With at most SLOT_LOOP_MAX token slots
+(single-sequence decode) each slot is two matmuls on views of the stacks, and the gate's group-limited top-k runs in Python on the few score rows (the same rule as
 `Gate.choose` on the same fp32 scores, in a handful of calls instead of about twenty tensor ops).
 The shared expert's gate and up projections run as one matmul on their stacked weights.
 The result equals `MoE.forward` up to float summation order (tested).
@@ -114,27 +115,40 @@ class StackedExperts:
     def _grouped(self, x_ND: torch.Tensor, routing: Routing) -> torch.Tensor:
         n, k = routing.expert_ids.shape
         d = x_ND.shape[1]
-        n_experts = self.w_down.shape[0]
         flat = routing.expert_ids.flatten()
-        order = flat.argsort(stable=True)
-        counts = torch.bincount(flat, minlength=n_experts)
+        order = flat.argsort(stable=True)  # slots grouped by expert
+        counts = torch.bincount(flat, minlength=self.w_down.shape[0])
+        if x_ND.device.type == "cpu" and hasattr(F, "grouped_mm"):
+            out_MD = self._grouped_mm(x_ND[order // k], counts)
+        else:
+            out_MD = self._padded_bmm(x_ND, flat, order, counts, k)
+        weights = routing.weights.flatten()[order].to(x_ND.dtype)
+        # Back to slot order, then the k slots of each token summed (index_add_ is slow on CPU).
+        slots = torch.empty(n * k, d, dtype=x_ND.dtype, device=x_ND.device)
+        slots[order] = out_MD * weights[:, None]
+        return slots.view(n, k, d).sum(1)
+
+    def _grouped_mm(self, x_MD: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """SwiGLU of each expert on its run of the sorted slot rows: two grouped matmuls, no padding;
+        an expert with no rows is skipped, weights and all."""
+        offsets = torch.cumsum(counts, 0).to(torch.int32)
+        gate, up = F.grouped_mm(x_MD, self.w_gate_up, offs=offsets).chunk(2, dim=-1)
+        return F.grouped_mm(F.silu(gate) * up, self.w_down, offs=offsets)
+
+    def _padded_bmm(self, x_ND, flat, order, counts, k: int) -> torch.Tensor:
+        """The same as `_grouped_mm` (rows in sorted slot order) where grouped matmuls are missing:
+        slots padded to the largest group and `bmm` over experts (over a copy of the active experts'
+        weights when at most a quarter are in use)."""
+        n_experts, d = self.w_down.shape[0], x_ND.shape[1]
         starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(n * k, device=x_ND.device) - starts[flat[order]]  # slot's place in its group
-        width = int(counts.max())
-        tokens = order // k
+        rank = torch.arange(len(flat), device=x_ND.device) - starts[flat[order]]  # place in its group
         w_gate_up, w_down = self.w_gate_up, self.w_down
         group = flat[order]
         active = (counts > 0).nonzero().flatten()
         if len(active) <= n_experts // 4:
-            # Few experts in use: copying their weights out costs less than multiplying them all.
             group = torch.searchsorted(active, group)  # each slot's row among the active experts
             w_gate_up, w_down = w_gate_up[active], w_down[active]
-        grouped = x_ND.new_zeros(w_down.shape[0], width, d)
-        grouped[group, rank] = x_ND[tokens]
+        grouped = x_ND.new_zeros(w_down.shape[0], int(counts.max()), d)
+        grouped[group, rank] = x_ND[order // k]
         gate, up = torch.bmm(grouped, w_gate_up).chunk(2, dim=-1)
-        out_AWD = torch.bmm(F.silu(gate) * up, w_down)
-        weights = routing.weights.flatten()[order].to(x_ND.dtype)
-        # Back to slot order, then the k slots of each token summed (index_add_ is slow on CPU).
-        slots = torch.empty(n * k, d, dtype=x_ND.dtype, device=x_ND.device)
-        slots[order] = out_AWD[group, rank] * weights[:, None]
-        return slots.view(n, k, d).sum(1)
+        return torch.bmm(F.silu(gate) * up, w_down)[group, rank]

@@ -1,5 +1,8 @@
+import pytest
 import torch
+import torch.nn.functional as F
 
+import dsv32.engine.experts as experts_mod
 from dsv32.engine.experts import StackedExperts
 
 
@@ -23,7 +26,17 @@ def test_stacked_experts_equal_the_moe_loop_and_follow_weight_updates(tiny_model
     assert torch.allclose(got2, ref2, atol=1e-6)
 
 
-def test_every_expert_path_equals_the_moe_loop(tiny_model, monkeypatch):
+@pytest.mark.parametrize("grouped_mm", [True, False])
+def test_every_expert_path_equals_the_moe_loop(tiny_model, monkeypatch, grouped_mm):
+    if grouped_mm:
+        assert hasattr(F, "grouped_mm")  # the pinned torch has it: the CPU default path
+    else:  # the padded-bmm path of torch builds without grouped matmuls
+        without = type("F", (), {k: getattr(F, k) for k in dir(F) if not k.startswith("__")})
+        del without.grouped_mm
+        monkeypatch.setattr(experts_mod, "F", without)
+        calls = []
+        padded = StackedExperts._padded_bmm
+        monkeypatch.setattr(StackedExperts, "_padded_bmm", lambda *a: calls.append(1) or padded(*a))
     moe = next(b.mlp for b in tiny_model.model.layers if hasattr(b.mlp, "gate"))
     stacked = StackedExperts(moe)
     g = torch.Generator().manual_seed(1)
@@ -39,3 +52,4 @@ def test_every_expert_path_equals_the_moe_loop(tiny_model, monkeypatch):
     x = torch.randn(1, 1, tiny_model.config.hidden_size, generator=g)
     with torch.no_grad():
         assert torch.allclose(stacked(x)[0], moe(x)[0], atol=1e-6)
+    assert grouped_mm or len(calls) == 3  # 3 and 40 tokens, then the single token
