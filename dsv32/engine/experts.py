@@ -8,8 +8,9 @@ as two grouped matmuls (`F.grouped_mm` on CPU: no padding, experts without slots
 grouped matmuls are missing the slots are padded to the largest group and the SwiGLU runs as `bmm`
 over experts: over all experts (unused ones see only zero rows; no weight copy) unless at most a
 quarter are in use, then over a copy of theirs. With at most SLOT_LOOP_MAX token slots
-(single-sequence decode) each slot is two matmuls on views of the stacks, and the gate's group-limited top-k runs in Python on the few score rows (the same rule as
-`Gate.choose` on the same fp32 scores, in a handful of calls instead of about twenty tensor ops).
+(single-sequence decode) each slot is two matmuls on views of the stacks, and the gate's
+group-limited top-k runs in Python on the few score rows (the same rule as `Gate.choose` on the
+same fp32 scores, in a handful of calls instead of about twenty tensor ops).
 The shared expert's gate and up projections run as one matmul on their stacked weights.
 The result equals `MoE.forward` up to float summation order (tested).
 The stacks are rebuilt when any expert weight changes (in-place updates bump a tensor's version;
