@@ -10,8 +10,8 @@ that finds the needle's tokens but not their order (p0 low, later ones high) fro
 find the needle at all. `eval_lens` measures the trained model's exact match on fresh held-out
 samples at other context lengths (does what was learned at one length carry to others?). `tie_head` sets
 the model config's `tie_word_embeddings`. `curriculum` replaces the single (seq_len, batch_size,
-steps) phase by several, run in order on the same model and optimizer: retrieval learned at a
-short context is carried to longer ones.
+steps) phase by several, run in order on the same model and optimizer, so a longer phase starts
+from what a shorter one learned (which by itself does not transfer: see `eval_lens`).
 
 This is the measurement behind README's notes on why the small presets learn retrieval slowly; it
 uses the same task generators as training (`dsv32.data.longctx`) and the stage's tokenizer cache.
