@@ -2,7 +2,11 @@
 
 Four tasks, each sample a prompt and a short exact answer (digits):
 - `passkey`: a five-digit pass key stated once inside neutral prose; asked at the end.
-- `kv_recall`: `n_pairs` lines "The value of key KEY is VALUE." scattered through prose; one key queried.
+- `kv_recall`: `n_pairs` lines "Pair: KEYVALUE" scattered through prose, KEY a one-token word and
+  VALUE a number written right after it; one key queried (multi-query associative recall: the
+  token before the value is the key itself, so finding the value is one-token induction among
+  distractors; a multi-token key or a shared word such as " is" between key and value would ask
+  for a multi-token match instead).
 - `var_track`: `n_chains` chains of assignments `VAR A = 12345`, `VAR B = VAR A`, ... (`n_hops` links
   each), statements scattered in order through prose; the value of the last variable of one chain
   is asked, so the model must follow every hop.
@@ -11,7 +15,7 @@ Four tasks, each sample a prompt and a short exact answer (digits):
 
 Layout in token ids: `BOS, header, filler..., needle, filler..., needle, ..., question | answer, EOS`.
 The question ends by restating the needle's own words up to the value ("The pass key is ",
-"The value of key KEY is ", "# Answer: NAME = "), so the answer continues a phrase seen in the
+"Pair: KEY", "# Answer: NAME = "), so the answer continues a phrase seen in the
 context: retrieval then is what induction-style copying heads do (match the phrase, copy what
 followed it), with no separate question-answer mapping to learn.
 Pieces are encoded separately and concatenated, so a sample's canonical form is its ids (the
@@ -29,6 +33,7 @@ import bisect
 import hashlib
 import logging
 import random
+import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,6 +72,9 @@ _PROSE = (
     "Fresh tea is served in the garden at noon.",
     "The bridge over the stream is made of grey stone.",
 )
+_KEY_WORD = re.compile(r" [a-z]{3,}")
+_KV_HEADER = "Pairs of a word and a number are hidden in the text below. Remember them.\n"
+_KV_QUESTION = "\nWhich number was paired with{key}?\nPair:{key}"
 _NAME_WORDS = (
     "BUFFER", "TIMEOUT", "RETRY", "LIMIT", "CACHE", "SOCKET", "HEADER", "CHUNK", "QUEUE", "STREAM",
     "MAX", "MIN", "DEFAULT", "INTERNAL", "RECORD", "FRAME", "BLOCK", "INDEX", "SCALE", "WINDOW",
@@ -159,6 +167,7 @@ class LongContextTasks:
         self._code_texts = list(code_texts) if code_texts is not None else None
         self._code_ids: dict[int, list[int]] = {}
         self._newline_ids: frozenset[int] | None = None
+        self._key_pool: list[str] | None = None
 
     # ---- public -------------------------------------------------------------------------------
     def sample(self, task: str, context_len: int, seed: int) -> LongContextSample:
@@ -191,17 +200,19 @@ class LongContextTasks:
 
     def _kv_recall(self, rng: random.Random, context_len: int, seed: int) -> LongContextSample:
         n = self.options.n_pairs
-        keys = _unique_names(rng, n, length=6)
+        pool = self._key_words()
+        if len(pool) < n:
+            raise ValueError(f"kv_recall needs {n} one-token key words; the tokenizer has {len(pool)}")
+        keys = rng.sample(pool, n)
         values = [str(v) for v in rng.sample(range(10_000, 100_000), n)]
-        needles = [f"The value of key {k} is {v}.\n" for k, v in zip(keys, values)]
+        needles = [f"Pair:{k}{v}\n" for k, v in zip(keys, values)]
         asked = rng.randrange(n)
         return self._assemble(
             "kv_recall", seed, context_len, rng,
-            header="Key-value pairs are hidden in the text below. Remember them.\n",
-            filler="prose", needles=needles, depths=sorted(rng.random() for _ in range(n)),
-            question=f"\nWhat is the value of key {keys[asked]}?\nThe value of key {keys[asked]} is ",
+            header=_KV_HEADER, filler="prose", needles=needles,
+            depths=sorted(rng.random() for _ in range(n)), question=_KV_QUESTION.format(key=keys[asked]),
             answer=values[asked],
-            meta={"asked_index": asked, "n_pairs": n},
+            meta={"asked_index": asked, "n_pairs": n, "key": keys[asked].strip()},
         )  # fmt: skip
 
     def _var_track(self, rng: random.Random, context_len: int, seed: int) -> LongContextSample:
@@ -317,6 +328,23 @@ class LongContextTasks:
                 i for i in range(tok.vocab_size) if (t := tok.id_to_token(i)) is not None and t.endswith("Ċ")
             )
         return self._newline_ids
+
+    def _key_words(self) -> list[str]:
+        """kv_recall keys: every vocabulary token that is a space and 3+ lowercase letters, minus the
+        words of the filler and the task's own text (so a key never occurs outside its pair), in id
+        order. A key is thus one token wherever it is written after a space or a colon."""
+        if self._key_pool is None:
+            taken = set(
+                re.findall(
+                    r"[a-z]+",
+                    " ".join(_PROSE).lower() + " pairs of a word and a number are "
+                    "hidden in the text below remember them which was paired with pair",
+                )
+            )
+            tok = self.tok
+            words = (tok.decode([i]) for i in range(tok.vocab_size))
+            self._key_pool = [w for w in words if _KEY_WORD.fullmatch(w) and w[1:] not in taken]
+        return self._key_pool
 
     def _prose_ids(self, rng: random.Random, n_tokens: int) -> list[int]:
         ids: list[int] = []

@@ -30,8 +30,8 @@ def _solve(task: str, prompt: str) -> str:
         assert len(keys) == 1
         return keys.pop()
     if task == "kv_recall":
-        pairs = dict(re.findall(r"The value of key ([A-Z]+) is (\d+)\.", prompt))
-        return pairs[re.search(r"What is the value of key ([A-Z]+)\?", prompt).group(1)]
+        pairs = dict(re.findall(r"^Pair: ([a-z]+)(\d+)$", prompt, flags=re.M))
+        return pairs[re.search(r"Which number was paired with ([a-z]+)\?", prompt).group(1)]
     if task == "var_track":
         env: dict[str, str] = {}
         for name, rhs in re.findall(r"^VAR ([A-Z]+) = (VAR [A-Z]+|\d+)$", prompt, flags=re.M):
@@ -102,7 +102,23 @@ def test_var_track_hops_and_chains(tokenizer, code_texts):
 def test_kv_recall_pair_count(tokenizer, code_texts):
     gen = LongContextTasks(tokenizer, code_texts=code_texts, options=TaskOptions(n_pairs=13))
     s = gen.sample("kv_recall", 1024, 3)
-    assert len(re.findall(r"The value of key [A-Z]+ is \d+\.", s.prompt)) == 13
+    assert len(re.findall(r"^Pair: [a-z]+\d+$", s.prompt, flags=re.M)) == 13
+
+
+def test_kv_recall_key_is_one_token_right_before_its_value(tokenizer, code_texts):
+    """The queried key is a single token that occurs only in its pair, in the question and as the
+    prompt's last token; in the pair the value's first token follows it directly."""
+    gen = LongContextTasks(tokenizer, code_texts=code_texts, options=TaskOptions(n_pairs=6))
+    for seed in range(5):
+        s = gen.sample("kv_recall", 700, seed)
+        ids = list(s.prompt_ids)
+        key_id = ids[-1]
+        assert tokenizer.decode([key_id]) == " " + s.meta["key"]
+        where = [j for j, t in enumerate(ids) if t == key_id]
+        assert len(where) == 3  # the pair, "paired with KEY?", "Pair: KEY"
+        assert ids[where[0] + 1 : where[0] + 1 + len(s.answer_ids)] == list(s.answer_ids)
+    with pytest.raises(ValueError, match="needs 100000 one-token key words"):
+        LongContextTasks(tokenizer, options=TaskOptions(n_pairs=100_000)).sample("kv_recall", 700, 0)
 
 
 def test_training_example_masks_answer_and_eos_only(tasks, tokenizer):
@@ -123,10 +139,11 @@ def test_full_loss_example_masks_every_token_but_bos(tasks):
 
 def test_question_restates_the_needle_up_to_the_value(tasks):
     """The answer continues a phrase that occurs verbatim before it in the prompt (induction-style)."""
-    for task, tail in [("passkey", "The pass key is "), ("kv_recall", " is "), ("code_needle", " = ")]:
+    leads = {"passkey": r"The pass key is ", "kv_recall": r"Pair: [a-z]+", "code_needle": r"# Answer: \w+ = "}
+    for task, pattern in leads.items():
         s = tasks.sample(task, 600, 2)
         lead = s.prompt.rsplit("\n", 1)[1]
-        assert lead.endswith(tail)
+        assert re.fullmatch(pattern, lead)
         phrase = lead.removeprefix("# Answer: ")
         assert phrase + s.answer in s.prompt[: -len(lead)]
 
