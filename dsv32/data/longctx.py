@@ -334,16 +334,10 @@ class LongContextTasks:
         words of the filler and the task's own text (so a key never occurs outside its pair), in id
         order. A key is thus one token wherever it is written after a space or a colon."""
         if self._key_pool is None:
-            taken = set(
-                re.findall(
-                    r"[a-z]+",
-                    " ".join(_PROSE).lower() + " pairs of a word and a number are "
-                    "hidden in the text below remember them which was paired with pair",
-                )
-            )
-            tok = self.tok
-            words = (tok.decode([i]) for i in range(tok.vocab_size))
-            self._key_pool = [w for w in words if _KEY_WORD.fullmatch(w) and w[1:] not in taken]
+            text = " ".join([*_PROSE, _KV_HEADER, _KV_QUESTION.format(key="")]).lower()
+            taken = set(re.findall(r"[a-z]+", text))
+            tokens = (self.tok.decode([i]) for i in range(self.tok.vocab_size))
+            self._key_pool = [w for w in tokens if _KEY_WORD.fullmatch(w) and w[1:] not in taken]
         return self._key_pool
 
     def _prose_ids(self, rng: random.Random, n_tokens: int) -> list[int]:
