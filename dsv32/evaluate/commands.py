@@ -19,7 +19,7 @@ def cmd_long_context(args: argparse.Namespace) -> int:
         raise ValueError("give one --attention for all checkpoints or one per checkpoint")
     settings = EvalSettings(
         context_lens=args.context_len, tasks=args.task, n_samples=args.n, val_rows=args.val_rows,
-        batch_size=args.batch_size, index_topk=args.index_topk,
+        batch_size=args.batch_size, index_topk=args.index_topk, needle=args.needle,
     )  # fmt: skip
     results = {
         label: evaluate_checkpoint(ckpt, attention, settings)
@@ -51,5 +51,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--val-rows", type=int, default=None, help="validation rows for the loss")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--index-topk", type=int, default=None, help="sparse top-k (default: checkpoint's)")
+    p.add_argument(
+        "--needle", action="store_true",
+        help="per layer: is the needle in the top-k where the answer is read, and the best head's mass on it",
+    )  # fmt: skip
     p.add_argument("--json", type=Path, default=None, help="also write all results as JSON")
     p.set_defaults(func=cmd_long_context)

@@ -24,6 +24,7 @@ from dsv32.checkpoint import load_model, read_meta
 from dsv32.data.longctx import LongContextSample, LongContextTasks, training_example
 from dsv32.data.packing import PackedTokens
 from dsv32.data.shards import corpus_shards
+from dsv32.evaluate.needle import needle_selection
 from dsv32.tokenizer import Tokenizer
 from dsv32.train.config import DataConfig, TrainConfig
 from dsv32.train.data import StridedRows, load_corpus, task_options
@@ -44,6 +45,7 @@ class EvalSettings:
     batch_size: int = 4
     index_topk: int | None = None  # sparse evaluation budget; None: the checkpoint's
     cache_dir: str | None = None  # shard cache for the val split; None: the run's
+    needle: bool = False  # also the per-layer needle diagnostic (`dsv32.evaluate.needle`)
 
 
 @torch.no_grad()
@@ -110,6 +112,7 @@ def evaluate_checkpoint(
     n = settings.n_samples if settings.n_samples is not None else data.eval_samples
     accuracy: dict[str, dict[str, float]] = {}
     examples: dict[str, list] = {}
+    needle: dict[str, dict[str, list[float]]] = {}
     for task in settings.tasks or data.tasks:
         for length in lens:
             samples = tasks.samples(task, length, n, data.eval_seed)
@@ -119,6 +122,10 @@ def evaluate_checkpoint(
                 {"answer": s.answer, "predicted": tok.decode([i for i in got if i != tok.eos_id]), "ok": ok}
                 for s, (ok, got) in list(zip(samples, res))[:3]
             ]
+            if settings.needle:
+                needle[f"{task}@{length}"] = needle_selection(
+                    model, samples, attention, topk, settings.batch_size
+                )
     cache = Path(settings.cache_dir or data.cache_dir or ckpt.parent.parent / "cache")
     val_text = PackedTokens(corpus_shards(cache / "shards", corpus, "val", tok), train_cfg.seq_len)
     rows = StridedRows(val_text, min(settings.val_rows or data.val_rows, len(val_text)))
@@ -137,7 +144,14 @@ def evaluate_checkpoint(
         "oracle_recall": summary["oracle_recall"],
         "indexer_recall_per_layer": summary["recall_per_layer"],
         "examples": examples,
+        **({"needle": needle} if settings.needle else {}),
     }
+
+
+_NEEDLE_ROWS = (
+    ("hit_per_layer", "needle in top-k, per layer"),
+    ("head_mass_per_layer", "best head's mass on the needle, per layer"),
+)
 
 
 def compare_table(results: dict[str, dict]) -> str:
@@ -152,6 +166,11 @@ def compare_table(results: dict[str, dict]) -> str:
         cells = [results[lb]["accuracy"].get(task, {}).get(length) for lb in labels]
         lines.append(f"| {task} @ {length} (acc %) | " + " | ".join(
             "-" if c is None else f"{100 * c:.1f}" for c in cells) + " |")  # fmt: skip
+    needles = sorted({key for r in results.values() for key in r.get("needle", {})})
+    for key, (field, what) in [(k, f) for k in needles for f in _NEEDLE_ROWS]:
+        cells = [results[lb].get("needle", {}).get(key, {}).get(field) for lb in labels]
+        lines.append(f"| {key.replace('@', ' @ ')} {what} | " + " | ".join(
+            "-" if c is None else " ".join(f"{v:.2f}" for v in c) for c in cells) + " |")  # fmt: skip
     lines.append("| val loss | " + " | ".join(f"{results[lb]['val_loss']:.4f}" for lb in labels) + " |")
     lines.append(
         "| indexer recall | " + " | ".join(f"{results[lb]['indexer_recall']:.3f}" for lb in labels) + " |"

@@ -96,11 +96,15 @@ def test_side_by_side_and_cli(two_runs, tmp_path, capsys):
     )
     out = tmp_path / "e.json"
     rc = main(["eval", "long-context", "--checkpoint", str(pre), "--checkpoint", str(sp), "--label", "d",
-               "--label", "s", "--n", "2", "--json", str(out)])  # fmt: skip
+               "--label", "s", "--n", "2", "--needle", "--json", str(out)])  # fmt: skip
     assert rc == 0
     data = json.loads(out.read_text())
     assert set(data) == {"d", "s"} and data["s"]["attention"] == "sparse"
     assert data["d"]["val_loss"] == pytest.approx(dense["val_loss"], rel=1e-6)
-    assert "| metric | d | s |" in capsys.readouterr().out
+    assert "needle" not in dense and len(data["s"]["needle"]["passkey@129"]["hit_per_layer"]) == len(
+        sparse["indexer_recall_per_layer"]
+    )
+    printed = capsys.readouterr().out
+    assert "| metric | d | s |" in printed and "| passkey @ 129 needle in top-k, per layer |" in printed
     assert main(["eval", "long-context", "--checkpoint", str(pre), "--label", "a", "--label", "b"]) == 2
     assert main(["eval", "long-context", "--checkpoint", str(tmp_path / "missing")]) == 2

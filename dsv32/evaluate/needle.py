@@ -1,0 +1,89 @@
+"""Does the indexer select the needle where the answer is read? A per-layer diagnostic.
+
+Indexer recall (`dsv32.train.metrics`) averages over every query, almost all of them filler; a
+retrieval task hinges on one query: the last prompt token, which predicts the answer's first token
+by reading it where it stands in the context (the needle). For each sample and layer this module
+records, at that query:
+- `hit`: whether the indexer's top-k holds the needle (any occurrence of the answer's first token
+  inside a copy of the whole answer in the prompt). Sparse attention cannot copy the answer in a
+  layer whose top-k misses it.
+- `head_mass`: the largest share of one head's dense attention that falls on the needle's tokens,
+  which says which layers do the retrieval (a retrieval head puts most of its mass there; a mean
+  over heads would dilute it).
+Both come from each layer's own input in a forward pass under the evaluated attention mode, so for
+a sparse model earlier layers already attend sparsely. Samples without a copy of the answer in
+their prompt (none of the four tasks builds such) are rejected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dsv32.data.longctx import LongContextSample
+
+
+def needle_positions(sample: LongContextSample) -> list[int]:
+    """Prompt positions where a full copy of the answer's tokens starts."""
+    ids, ans = sample.prompt_ids, sample.answer_ids
+    found = [j for j in range(len(ids) - len(ans) + 1) if ids[j : j + len(ans)] == ans]
+    if not found:
+        raise ValueError(f"{sample.task} sample {sample.seed}: its answer does not occur in its prompt")
+    return found
+
+
+def _needle_stats(attn, x, cos, sin, indices_BTK, queries, needles, width):
+    """(hit, head_mass) per sample of one layer; queries[b] is sample b's query position."""
+    q_nope, q_pe, _ = attn.query(x, cos, sin)
+    c_kv, k_pe = attn.latent(x, cos, sin)
+    q_abs = attn.absorb(q_nope)
+    out = []
+    for b, (t, starts) in enumerate(zip(queries, needles)):
+        scores_HS = (q_abs[b, t].float() @ c_kv[b, : t + 1].float().T) + (
+            q_pe[b, t].float() @ k_pe[b, : t + 1].float().T
+        )
+        probs_HS = torch.softmax(scores_HS * attn.scale, dim=-1)
+        span = [j + i for j in starts for i in range(width[b])]
+        hit = bool(np.isin(starts, indices_BTK[b, t].tolist()).any())
+        out.append((hit, float(probs_HS[:, span].sum(-1).max())))
+    return out
+
+
+@torch.no_grad()
+def needle_selection(
+    model, samples: list[LongContextSample], attention: str, index_topk: int | None, batch_size: int
+) -> dict[str, list[float]]:
+    """Per layer: share of samples whose needle is in the top-k of the answer's query (`hit_per_layer`)
+    and the mean over samples of the largest per-head attention mass on the needle
+    (`head_mass_per_layer`). Samples of one batch must have the same length."""
+    hits: dict[int, list[bool]] = {}
+    mass: dict[int, list[float]] = {}
+    for start in range(0, len(samples), batch_size):
+        group = samples[start : start + batch_size]
+        rows = [[*s.prompt_ids, *s.answer_ids, s.eos_id] for s in group]
+        if len({len(r) for r in rows}) != 1:
+            raise ValueError("samples of one batch must have the same length")
+        ids = torch.tensor(rows)[:, :-1]
+        queries = [len(s.prompt_ids) - 1 for s in group]
+        needles = [needle_positions(s) for s in group]
+        width = [len(s.answer_ids) for s in group]
+        handles = []
+        for block in model.model.layers:
+
+            def hook(module, args, kwargs, output, layer=block.layer, where=(queries, needles, width)):
+                x, cos, sin = args[:3]
+                stats = _needle_stats(module, x, cos, sin, output[1].topk_indices, *where)
+                hits.setdefault(layer, []).extend(h for h, _ in stats)
+                mass.setdefault(layer, []).extend(m for _, m in stats)
+
+            handles.append(block.self_attn.register_forward_hook(hook, with_kwargs=True))
+        try:
+            model(ids, attention=attention, return_indices=True, index_topk=index_topk)
+        finally:
+            for h in handles:
+                h.remove()
+    layers = sorted(hits)
+    return {
+        "hit_per_layer": [sum(hits[layer]) / len(hits[layer]) for layer in layers],
+        "head_mass_per_layer": [sum(mass[layer]) / len(mass[layer]) for layer in layers],
+    }
