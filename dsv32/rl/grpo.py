@@ -19,10 +19,13 @@ One step:
    what OPSM guards against). Each update accumulates gradients over micro-batches with the loss
    normalised by the GLOBAL number of episodes, each row's token mean taken over its whole
    episode's sampled tokens (so an episode's weight does not grow with its segments), so W ranks
-   under DDP (gradient average x W) give the single-process gradient. MoE biases get the
-   aux-loss-free update from the all-reduced load.
+   under DDP (gradient average x W) give the single-process gradient. OPSM judges an episode cut
+   into segments as one sequence: when any episode has several rows, a gradient-free forward
+   before each update gives every row its episode's mean log ratio (`episode_log_gaps`; episodes
+   never span ranks). MoE biases get the aux-loss-free update from the all-reduced load.
 Metrics (JSONL, one line per step): reward and outcome per task kind (per episode), KL, clip
-fraction, OPSM-masked fraction (of sequences: OPSM is decided per segment), entropy, response length
+fraction, OPSM-masked fraction (of sequences, i.e. rows: segments of an episode count apart, masked
+together), entropy, response length
 (sampled tokens per episode), sequences in the batch (`segments`) and context compactions
 (`compactions` = segments - episodes), and |r - 1| measured before the first update (on-policy, so
 it isolates the sampler/trainer mismatch that keep routing and keep sampling mask remove).
@@ -49,8 +52,8 @@ from dsv32.model.transformer import DeepseekV32ForCausalLM
 from dsv32.rl.advantages import episode_advantages
 from dsv32.rl.compaction import ContextConfig
 from dsv32.rl.env_tasks import env_tasks
-from dsv32.rl.loss import GRPOConfig, grpo_loss, loss_metrics, merge_metric_sums
-from dsv32.rl.policy import expert_load, make_batch, policy_logprobs
+from dsv32.rl.loss import GRPOConfig, grpo_loss, loss_metrics, merge_metric_sums, sequence_log_gap
+from dsv32.rl.policy import TrainBatch, expert_load, make_batch, policy_logprobs
 from dsv32.rl.rewards import RewardConfig
 from dsv32.rl.rollout import BACKENDS, RolloutJob, Trajectory, episode_jobs, reasoning_jobs, run_groups
 from dsv32.rl.sampler import SamplingParams
@@ -204,6 +207,28 @@ def _segment_counts(trajs: list[Trajectory], ctx: DistContext) -> dict[str, int]
     return {"segments": int(counts[0]), "compactions": int(counts[1])}
 
 
+@torch.no_grad()
+def episode_log_gaps(train_model, batch: TrainBatch, cfg: GRPORunConfig) -> torch.Tensor | None:
+    """Per row, OPSM's statistic for its whole episode under the current weights: the mean of
+    log(pi_old / pi_theta) over the action tokens of all the episode's segments (one forward over
+    the batch). None when every episode is one row, which the loss then judges by itself."""
+    episodes = batch.episode
+    if episodes is None or len(torch.unique(episodes)) == len(episodes):
+        return None
+    lc = cfg.loss
+    sums, counts = torch.zeros(len(batch), dtype=torch.float64), torch.zeros(len(batch), dtype=torch.float64)
+    for i in range(0, len(batch), cfg.micro_batch):
+        mb = batch.rows(i, i + cfg.micro_batch)
+        logp = policy_logprobs(train_model, mb, lc.keep_routing, lc.keep_sampling_mask, lc.temperature,
+                               cfg.attention)[0]  # fmt: skip
+        gap, count = sequence_log_gap(mb.old_logp.to(logp.dtype), logp, mb.action)
+        sums[i : i + len(mb)], counts[i : i + len(mb)] = gap.double(), count.double()
+    n = int(episodes.max()) + 1
+    per_episode = torch.zeros(n, dtype=torch.float64).index_add_(0, episodes, sums)
+    tokens = torch.zeros(n, dtype=torch.float64).index_add_(0, episodes, counts)
+    return (per_episode / tokens.clamp(min=1.0))[episodes].float()
+
+
 def grpo_step(
     model: DeepseekV32ForCausalLM,
     train_model,
@@ -261,6 +286,7 @@ def grpo_step(
         sums: dict[str, float] = {}
         entropy_sum = 0.0
         load = {layer: torch.zeros(model.config.n_routed_experts) for layer in model.gates()}
+        gaps = episode_log_gaps(train_model, batch, cfg)
         for i in range(0, len(batch), cfg.micro_batch):
             mb = batch.rows(i, i + cfg.micro_batch)
             logp, entropy, out = policy_logprobs(
@@ -273,7 +299,7 @@ def grpo_step(
                 with_entropy=update == 0,
             )
             res = grpo_loss(logp, mb.old_logp, mb.advantages, mb.action, lc, mb.ref_logp, normalizer,
-                            mb.episode_tokens)  # fmt: skip
+                            mb.episode_tokens, None if gaps is None else gaps[i : i + len(mb)])  # fmt: skip
             res.loss.backward()
             merge_metric_sums(sums, res.metrics)
             if entropy is not None:

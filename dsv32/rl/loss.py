@@ -17,7 +17,9 @@ exactly the one-sequence term, so an episode weighs the same however many segmen
 
 Off-policy sequence masking (OPSM): M_i = 0 iff A_i < 0 and
 (1/|o_i|) sum_t log(pi_old/pi_theta) > delta, with pi_theta DETACHED; it multiplies the policy term
-only (the KL term still applies to masked sequences).
+only (the KL term still applies to masked sequences). For an output cut into segments the mean runs
+over all of its segments' action tokens (`opsm_gap_B`, from `dsv32.rl.grpo.episode_log_gaps`), so
+its segments are kept or masked together.
 
 Why the KL is unbiased: E_{o ~ pi_old}[r k3] = sum_o pi_theta k3 = sum pi_ref - 1 + KL(pi_theta||pi_ref)
 = KL(pi_theta || pi_ref), and since r carries gradient the gradient of the estimate is the gradient of
@@ -70,18 +72,30 @@ class LossOutput:
     metrics: dict[str, float]  # sums over this batch; see `loss_metrics`
 
 
+def sequence_log_gap(
+    logp_old_BT: torch.Tensor, logp_theta_BT: torch.Tensor, action_BT: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of log(pi_old / pi_theta) over each row's action tokens, its action-token count), [B] each,
+    detached: the parts of OPSM's sequence statistic, summed across rows when a sequence spans several."""
+    action = action_BT.to(logp_old_BT.dtype)
+    gap_B = ((logp_old_BT - logp_theta_BT.detach()) * action).sum(-1)
+    return gap_B, action.sum(-1)
+
+
 def opsm_mask(
     advantages_B: torch.Tensor,
     logp_old_BT: torch.Tensor,
     logp_theta_BT: torch.Tensor,
     action_BT: torch.Tensor,
     delta: float,
+    mean_gap_B: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """M_i (float [B]): 0 where A_i < 0 and mean_t log(pi_old / pi_theta) over action tokens > delta."""
-    action = action_BT.to(logp_old_BT.dtype)
-    log_gap = (logp_old_BT - logp_theta_BT.detach()) * action
-    mean_gap_B = log_gap.sum(-1) / action.sum(-1).clamp(min=1.0)
-    masked = (advantages_B < 0) & (mean_gap_B > delta)
+    """M_i (float [B]): 0 where A_i < 0 and mean_t log(pi_old / pi_theta) over action tokens > delta.
+    `mean_gap_B` replaces each row's own mean (an episode cut into segments is judged as a whole)."""
+    if mean_gap_B is None:
+        gap_B, count_B = sequence_log_gap(logp_old_BT, logp_theta_BT, action_BT)
+        mean_gap_B = gap_B / count_B.clamp(min=1.0)
+    masked = (advantages_B < 0) & (mean_gap_B.to(logp_old_BT.dtype) > delta)
     return (~masked).to(logp_old_BT.dtype)
 
 
@@ -105,10 +119,12 @@ def grpo_loss(
     logp_ref_BT: torch.Tensor | None = None,
     normalizer: float | None = None,
     episode_tokens_B: torch.Tensor | None = None,
+    opsm_gap_B: torch.Tensor | None = None,
 ) -> LossOutput:
     """-J of the module docstring for a batch of B sequences. action_BT marks sampled tokens (1) vs
     context/forced/padding (0); only action tokens carry loss or gradient. normalizer defaults to B;
-    episode_tokens_B (the |o_i| of each row's output) defaults to each row's own action count."""
+    episode_tokens_B (the |o_i| of each row's output) defaults to each row's own action count, and
+    opsm_gap_B (the OPSM statistic of each row's whole output) to each row's own mean log gap."""
     if logp_theta_BT.shape != logp_old_BT.shape or logp_theta_BT.shape != action_BT.shape:
         raise ValueError(
             f"logp_theta {tuple(logp_theta_BT.shape)}, logp_old {tuple(logp_old_BT.shape)} and action "
@@ -132,7 +148,9 @@ def grpo_loss(
     policy_BT = torch.minimum(ratio * adv_B1, clipped * adv_B1)
     # The OPSM criterion is evaluated even when the fix is off, so an ablation can report how many
     # sequences it would have masked.
-    criterion_B = opsm_mask(advantages_B, logp_old, logp_theta, action, config.opsm_delta)
+    if opsm_gap_B is not None and opsm_gap_B.shape != advantages_B.shape:
+        raise ValueError(f"opsm_gap must be [B]={advantages_B.shape[0]}, got {tuple(opsm_gap_B.shape)}")
+    criterion_B = opsm_mask(advantages_B, logp_old, logp_theta, action, config.opsm_delta, opsm_gap_B)
     seq_mask_B = criterion_B if config.opsm else torch.ones_like(criterion_B)
     objective_BT = policy_BT * seq_mask_B.unsqueeze(1)
     if config.beta > 0:

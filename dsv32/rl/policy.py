@@ -38,6 +38,7 @@ class TrainBatch:
     advantages: torch.Tensor  # [B]
     ref_logp: torch.Tensor | None = None  # [B, T]
     episode_tokens: torch.Tensor | None = None  # [B] sampled tokens of each row's whole episode
+    episode: torch.Tensor | None = None  # [B] long: which episode each row belongs to
 
     @property
     def valid(self) -> torch.Tensor:
@@ -58,6 +59,7 @@ class TrainBatch:
             self.advantages[start:stop],
             None if self.ref_logp is None else self.ref_logp[start:stop],
             None if self.episode_tokens is None else self.episode_tokens[start:stop],
+            None if self.episode is None else self.episode[start:stop],
         )
 
 
@@ -92,7 +94,8 @@ def make_batch(trajs: list[Trajectory], advantages: torch.Tensor, pad_id: int, t
             routing[layer][row, : cut - 1] = torch.stack(recorded[: cut - 1])
     totals = [tr.n_sampled if tr.episode_tokens is None else tr.episode_tokens for tr in trajs]
     episode_tokens = torch.tensor(totals, dtype=torch.float32)
-    return TrainBatch(ids, action, old, kept, routing, advantages.float(), None, episode_tokens)
+    episode = torch.tensor([tr.episode for tr in trajs], dtype=torch.long)
+    return TrainBatch(ids, action, old, kept, routing, advantages.float(), None, episode_tokens, episode)
 
 
 def policy_logprobs(

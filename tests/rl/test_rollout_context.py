@@ -3,6 +3,7 @@ segment (its prompt the encoded compacted messages, all context), segments share
 reward and advantage, the engine and the reference agree, records replay to r == 1, strategy "none"
 is the plain episode, and a GRPO step reports the compactions."""
 
+import copy
 import json
 from argparse import Namespace
 
@@ -22,11 +23,12 @@ from dsv32.model.transformer import build_model
 from dsv32.rl.advantages import episode_advantages, group_advantages
 from dsv32.rl.compaction import ContextConfig, tool_log_summary
 from dsv32.rl.evaluate import pass_at_1
-from dsv32.rl.grpo import GRPORunConfig, group_jobs, plan_step, run_grpo, task_pools
+from dsv32.rl.grpo import GRPORunConfig, episode_log_gaps, group_jobs, plan_step, run_grpo, task_pools
 from dsv32.rl.loss import GRPOConfig, grpo_loss
-from dsv32.rl.policy import make_batch
+from dsv32.rl.policy import make_batch, policy_logprobs
 from dsv32.rl.rollout import episode_jobs, run_groups
 from dsv32.rl.sampler import SamplingParams
+from dsv32.rl.sft import pad_id_of
 from dsv32.rl.tool_tasks import CalcEpisode, generate_calc_tasks
 
 # the same tiny model, tokenizer and one-thread setting as the engine rollout tests
@@ -343,3 +345,45 @@ def test_grpo_step_reports_compactions(tok, monkeypatch):
     )
     plain = run_grpo(build_model(preset("tiny"), seed=1), tok, probe)[0]
     assert plain["compactions"] == 0 and plain["segments"] == 4
+
+
+def test_opsm_judges_an_episode_as_a_whole(model, tok, monkeypatch):
+    """Every row gets its episode's mean log(pi_old / pi_theta) over all its segments (by hand below),
+    so OPSM keeps or masks an episode's segments together where per-row means would split them."""
+    always_calls(monkeypatch)
+    tasks = generate_calc_tasks(2, 4)
+    context = ContextConfig("discard-all", max(prompt_len(tok, t) for t in tasks) + 1)
+    trajs = run_groups(model, calc_groups(tok, tasks, context), SAMPLED, backend="engine")
+    adv = -torch.ones(len(trajs))  # OPSM only masks negative advantages
+    batch = make_batch(trajs, adv, pad_id_of(tok), model.config.num_experts_per_tok)
+    moved = copy.deepcopy(model)  # theta != theta_old
+    with torch.no_grad():
+        for p in moved.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+    cfg = GRPORunConfig(micro_batch=3)
+    gaps = episode_log_gaps(moved, batch, cfg)
+    lc = cfg.loss
+    with torch.no_grad():
+        logp = policy_logprobs(moved, batch, lc.keep_routing, lc.keep_sampling_mask, lc.temperature)[0]
+    own = [(float(((batch.old_logp[i] - logp[i]) * batch.action[i]).sum()), float(batch.action[i].sum()))
+           for i in range(len(batch))]  # fmt: skip
+    rows_of: dict[int, list[int]] = {}
+    for i, t in enumerate(trajs):
+        rows_of.setdefault(t.episode, []).append(i)
+    assert max(len(rows) for rows in rows_of.values()) == 3  # each episode in three segments
+    for rows in rows_of.values():
+        whole = sum(own[i][0] for i in rows) / sum(own[i][1] for i in rows)
+        assert gaps[rows].tolist() == pytest.approx([whole] * len(rows), abs=1e-5)
+    # A threshold between two segments' own means: per row they split, per episode they do not.
+    rows = next(r for r in rows_of.values() if len({round(own[i][0] / own[i][1], 4) for i in r}) > 1)
+    means = sorted(own[i][0] / own[i][1] for i in rows)
+    lc = GRPOConfig(beta=0.0, opsm_delta=(means[0] + means[-1]) / 2)
+    split = grpo_loss(logp, batch.old_logp, adv, batch.action, lc)
+    whole = grpo_loss(logp, batch.old_logp, adv, batch.action, lc, opsm_gap_B=gaps)
+    assert len(set(split.seq_mask[rows].tolist())) == 2 and len(set(whole.seq_mask[rows].tolist())) == 1
+    for r in rows_of.values():
+        assert len(set(whole.seq_mask[r].tolist())) == 1
+    batch.episode = torch.arange(len(batch))  # one row per episode: the loss judges rows itself
+    assert episode_log_gaps(moved, batch, cfg) is None
+    with pytest.raises(ValueError, match="opsm_gap"):
+        grpo_loss(logp, batch.old_logp, adv, batch.action, lc, opsm_gap_B=gaps[:2])
