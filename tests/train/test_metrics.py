@@ -11,8 +11,9 @@ from dsv32.model.transformer import build_model
 from dsv32.train.metrics import indexer_recall, load_balance, train_flops_per_token
 
 
-def _reference_recall(model, ids, k):
-    """Materialise [B, H, T, S] probabilities per layer; share of head-mean mass on the returned top-k."""
+def capture_attention_inputs(model, ids, k):
+    """Per layer (attention module, its positional inputs (x, cos, sin, q_pos), top-k indices) of a
+    dense forward on ids."""
     captured = []
     handles = [
         b.self_attn.register_forward_hook(lambda m, a, kw, o: captured.append((m, a, o[1].topk_indices)),
@@ -23,6 +24,12 @@ def _reference_recall(model, ids, k):
         model(ids, return_indices=True, index_topk=k)
     for h in handles:
         h.remove()
+    return captured
+
+
+def _reference_recall(model, ids, k):
+    """Materialise [B, H, T, S] probabilities per layer; share of head-mean mass on the returned top-k."""
+    captured = capture_attention_inputs(model, ids, k)
     out = {}
     for layer, (attn, (x, cos, sin, q_pos), idx) in enumerate(captured):
         with torch.no_grad():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_metrics import capture_attention_inputs
 
 from dsv32.config import preset
 from dsv32.data.longctx import LongContextSample
@@ -31,17 +32,8 @@ def _samples(vocab: int, n: int, length: int = 40) -> list[LongContextSample]:
 
 def _reference(model, samples, k):
     """Per layer: hits and max-over-heads needle mass, from [H, S] scores in MHA (non-absorbed) form."""
-    captured = []
-    handles = [
-        b.self_attn.register_forward_hook(lambda m, a, kw, o: captured.append((m, a, o[1].topk_indices)),
-                                          with_kwargs=True)
-        for b in model.model.layers
-    ]  # fmt: skip
     ids = torch.tensor([[*s.prompt_ids, *s.answer_ids] for s in samples])
-    with torch.no_grad():
-        model(ids, return_indices=True, index_topk=k)
-    for h in handles:
-        h.remove()
+    captured = capture_attention_inputs(model, ids, k)
     hits, mass = [], []
     for attn, (x, cos, sin, _), idx in captured:
         with torch.no_grad():
