@@ -151,6 +151,7 @@ def evaluate_checkpoint(
 _NEEDLE_ROWS = (
     ("hit_per_layer", "needle in top-k, per layer"),
     ("head_mass_per_layer", "best head's mass on the needle, per layer"),
+    ("live_heads_per_layer", "live indexer heads, per layer"),
 )
 
 

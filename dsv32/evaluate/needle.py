@@ -10,6 +10,9 @@ records, at that query:
 - `head_mass`: the largest share of one head's dense attention that falls on the needle's tokens,
   which says which layers do the retrieval (a retrieval head puts most of its mass there; a mean
   over heads would dilute it).
+- `live_heads`: how many of the layer's indexer heads score with a ReLU that fires (q_I . k_I > 0)
+  for at least 1% of the keys the query sees. A head whose ReLU never fires adds nothing to the
+  scores and gets no gradient: it is dead for good (a too-high warm-up lr kills heads this way).
 Both come from each layer's own input in a forward pass under the evaluated attention mode, so for
 a sparse model earlier layers already attend sparsely. Samples without a copy of the answer in
 their prompt (none of the four tasks builds such) are rejected.
@@ -32,11 +35,16 @@ def needle_positions(sample: LongContextSample) -> list[int]:
     return found
 
 
+LIVE_SHARE = 0.01  # an indexer head is live where its ReLU fires for at least this share of keys
+
+
 def _needle_stats(attn, x, cos, sin, indices_BTK, queries, needles, width):
-    """(hit, head_mass) per sample of one layer; queries[b] is sample b's query position."""
-    q_nope, q_pe, _ = attn.query(x, cos, sin)
+    """(hit, head_mass, live_heads) per sample of one layer; queries[b] is sample b's query position."""
+    q_nope, q_pe, qr = attn.query(x, cos, sin)
     c_kv, k_pe = attn.latent(x, cos, sin)
     q_abs = attn.absorb(q_nope)
+    q_index, _ = attn.indexer.queries(x, qr, cos, sin)
+    k_index = attn.indexer.keys(x, cos, sin)
     out = []
     for b, (t, starts) in enumerate(zip(queries, needles)):
         scores_HS = (q_abs[b, t].float() @ c_kv[b, : t + 1].float().T) + (
@@ -45,7 +53,8 @@ def _needle_stats(attn, x, cos, sin, indices_BTK, queries, needles, width):
         probs_HS = torch.softmax(scores_HS * attn.scale, dim=-1)
         span = [j + i for j in starts for i in range(width[b])]
         hit = bool(np.isin(starts, indices_BTK[b, t].tolist()).any())
-        out.append((hit, float(probs_HS[:, span].sum(-1).max())))
+        firing_H = ((q_index[b, t].float() @ k_index[b, : t + 1].float().T) > 0).float().mean(-1)
+        out.append((hit, float(probs_HS[:, span].sum(-1).max()), int((firing_H >= LIVE_SHARE).sum())))
     return out
 
 
@@ -53,11 +62,13 @@ def _needle_stats(attn, x, cos, sin, indices_BTK, queries, needles, width):
 def needle_selection(
     model, samples: list[LongContextSample], attention: str, index_topk: int | None, batch_size: int
 ) -> dict[str, list[float]]:
-    """Per layer: share of samples whose needle is in the top-k of the answer's query (`hit_per_layer`)
-    and the mean over samples of the largest per-head attention mass on the needle
-    (`head_mass_per_layer`). Samples of one batch must have the same length."""
+    """Per layer: share of samples whose needle is in the top-k of the answer's query (`hit_per_layer`),
+    the mean over samples of the largest per-head attention mass on the needle (`head_mass_per_layer`)
+    and of the live indexer heads (`live_heads_per_layer`). Samples of one batch must have the same
+    length."""
     hits: dict[int, list[bool]] = {}
     mass: dict[int, list[float]] = {}
+    live: dict[int, list[int]] = {}
     for start in range(0, len(samples), batch_size):
         group = samples[start : start + batch_size]
         rows = [[*s.prompt_ids, *s.answer_ids, s.eos_id] for s in group]
@@ -73,8 +84,9 @@ def needle_selection(
             def hook(module, args, kwargs, output, layer=block.layer, where=(queries, needles, width)):
                 x, cos, sin = args[:3]
                 stats = _needle_stats(module, x, cos, sin, output[1].topk_indices, *where)
-                hits.setdefault(layer, []).extend(h for h, _ in stats)
-                mass.setdefault(layer, []).extend(m for _, m in stats)
+                hits.setdefault(layer, []).extend(h for h, _, _ in stats)
+                mass.setdefault(layer, []).extend(m for _, m, _ in stats)
+                live.setdefault(layer, []).extend(n for _, _, n in stats)
 
             handles.append(block.self_attn.register_forward_hook(hook, with_kwargs=True))
         try:
@@ -86,4 +98,5 @@ def needle_selection(
     return {
         "hit_per_layer": [sum(hits[layer]) / len(hits[layer]) for layer in layers],
         "head_mass_per_layer": [sum(mass[layer]) / len(mass[layer]) for layer in layers],
+        "live_heads_per_layer": [sum(live[layer]) / len(live[layer]) for layer in layers],
     }

@@ -34,13 +34,14 @@ def _reference(model, samples, k):
     """Per layer: hits and max-over-heads needle mass, from [H, S] scores in MHA (non-absorbed) form."""
     ids = torch.tensor([[*s.prompt_ids, *s.answer_ids] for s in samples])
     captured = capture_attention_inputs(model, ids, k)
-    hits, mass = [], []
+    hits, mass, live = [], [], []
     for attn, (x, cos, sin, _), idx in captured:
         with torch.no_grad():
-            q_nope, q_pe, _ = attn.query(x, cos, sin)
+            q_nope, q_pe, qr = attn.query(x, cos, sin)
             c_kv, k_pe = attn.latent(x, cos, sin)
             kv = attn.kv_b_proj(c_kv).view(*c_kv.shape[:2], attn.n_heads, -1)[..., : attn.dn]
-        h_layer, m_layer = [], []
+            q_index, k_index = attn.indexer.queries(x, qr, cos, sin)[0], attn.indexer.keys(x, cos, sin)
+        h_layer, m_layer, l_layer = [], [], []
         for b, s in enumerate(samples):
             t = len(s.prompt_ids) - 1
             scores = (
@@ -51,9 +52,13 @@ def _reference(model, samples, k):
             h_layer.append(any(j in idx[b, t].tolist() for j in starts))
             m_layer.append(max(float(probs[h, [j + i for j in starts for i in range(2)]].sum())
                                for h in range(attn.n_heads)))  # fmt: skip
+            fires = [sum(float(q_index[b, t, h] @ k_index[b, s_]) > 0 for s_ in range(t + 1)) / (t + 1)
+                     for h in range(q_index.shape[2])]  # fmt: skip
+            l_layer.append(sum(f >= 0.01 for f in fires))
         hits.append(sum(h_layer) / len(samples))
         mass.append(sum(m_layer) / len(samples))
-    return hits, mass
+        live.append(sum(l_layer) / len(samples))
+    return hits, mass, live
 
 
 def test_needle_positions_finds_every_full_copy():
@@ -69,10 +74,23 @@ def test_needle_selection_matches_reference(k):
     model = build_model(config, seed=2).eval()
     samples = _samples(config.vocab_size, 4)
     got = needle_selection(model, samples, "dense", k, batch_size=3)
-    hits, mass = _reference(model, samples, k)
+    hits, mass, live = _reference(model, samples, k)
     assert got["hit_per_layer"] == hits
     assert got["head_mass_per_layer"] == pytest.approx(mass, rel=1e-4)
+    assert got["live_heads_per_layer"] == live
     assert len(hits) == config.num_hidden_layers and all(0 < m < 1 for m in mass)
+
+
+def test_a_head_whose_relu_never_fires_is_not_live():
+    config = preset("tiny")
+    model = build_model(config, seed=2).eval()
+    samples = _samples(config.vocab_size, 3)
+    before = needle_selection(model, samples, "dense", 8, batch_size=3)["live_heads_per_layer"]
+    indexer = model.model.layers[1].self_attn.indexer
+    with torch.no_grad():  # head 0's queries are 0, so q . k > 0 never holds
+        indexer.wq_b.weight.view(indexer.n_heads, indexer.head_dim, -1)[0] = 0.0
+    after = needle_selection(model, samples, "dense", 8, batch_size=3)["live_heads_per_layer"]
+    assert before[1] == config.index_n_heads and after == [before[0], before[1] - 1, *before[2:]]
 
 
 def test_every_needle_is_hit_when_topk_covers_the_prompt():
