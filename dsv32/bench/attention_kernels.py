@@ -15,6 +15,7 @@ FLOP counts (multiply-add = 2) follow `dsv32.model.accounting`.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -194,12 +195,23 @@ def indexer_block(dtype: torch.dtype, columns: int = 64) -> int:
     return max(2048, min(131072, (1 << 23) // max(columns, 1)))
 
 
+@functools.cache
 def _fused_relu_linear_available(dtype: torch.dtype) -> bool:
-    return (
+    """Whether oneDNN's fused linear + ReLU runs here for `dtype`: the op exists in oneDNN builds, but
+    a CPU without bf16 instructions (AVX2 only) cannot create its bf16 primitive, so it is tried once."""
+    if not (
         dtype in (torch.float32, torch.bfloat16)
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    )
+    ):
+        return False
+    try:
+        torch.ops.mkldnn._linear_pointwise(
+            torch.ones(2, 8, dtype=dtype), torch.ones(4, 8, dtype=dtype), None, "relu", [None], ""
+        )
+    except RuntimeError:
+        return False
+    return True
 
 
 def relu_linear(x_ND: torch.Tensor, w_MD: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ records, at that query:
 - `live_heads`: how many of the layer's indexer heads score with a ReLU that fires (q_I . k_I > 0)
   for at least 1% of the keys the query sees. A head whose ReLU never fires adds nothing to the
   scores and gets no gradient: it is dead for good (a too-high warm-up lr kills heads this way).
-Both come from each layer's own input in a forward pass under the evaluated attention mode, so for
+All three come from each layer's own input in a forward pass under the evaluated attention mode, so for
 a sparse model earlier layers already attend sparsely. Samples without a copy of the answer in
 their prompt (none of the four tasks builds such) are rejected.
 """

@@ -77,9 +77,9 @@ def sequence_log_gap(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of log(pi_old / pi_theta) over each row's action tokens, its action-token count), [B] each,
     detached: the parts of OPSM's sequence statistic, summed across rows when a sequence spans several."""
-    action = action_BT.to(logp_old_BT.dtype)
-    gap_B = ((logp_old_BT - logp_theta_BT.detach()) * action).sum(-1)
-    return gap_B, action.sum(-1)
+    action = action_BT.bool()
+    gap_B = torch.where(action, logp_old_BT - logp_theta_BT.detach(), 0.0).sum(-1)
+    return gap_B, action.to(logp_old_BT.dtype).sum(-1)
 
 
 def opsm_mask(
