@@ -216,17 +216,15 @@ def episode_log_gaps(train_model, batch: TrainBatch, cfg: GRPORunConfig) -> torc
     if episodes is None or len(torch.unique(episodes)) == len(episodes):
         return None
     lc = cfg.loss
-    sums, counts = torch.zeros(len(batch), dtype=torch.float64), torch.zeros(len(batch), dtype=torch.float64)
+    sums = torch.zeros(len(batch), dtype=torch.float64)
     for i in range(0, len(batch), cfg.micro_batch):
         mb = batch.rows(i, i + cfg.micro_batch)
         logp = policy_logprobs(train_model, mb, lc.keep_routing, lc.keep_sampling_mask, lc.temperature,
                                cfg.attention)[0]  # fmt: skip
-        gap, count = sequence_log_gap(mb.old_logp.to(logp.dtype), logp, mb.action)
-        sums[i : i + len(mb)], counts[i : i + len(mb)] = gap.double(), count.double()
-    n = int(episodes.max()) + 1
-    per_episode = torch.zeros(n, dtype=torch.float64).index_add_(0, episodes, sums)
-    tokens = torch.zeros(n, dtype=torch.float64).index_add_(0, episodes, counts)
-    return (per_episode / tokens.clamp(min=1.0))[episodes].float()
+        sums[i : i + len(mb)] = sequence_log_gap(mb.old_logp.to(logp.dtype), logp, mb.action)[0].double()
+    per_episode = torch.zeros(int(episodes.max()) + 1, dtype=torch.float64).index_add_(0, episodes, sums)
+    # episode_tokens already holds each row's episode total of sampled (= action) tokens
+    return (per_episode[episodes] / batch.episode_tokens.double().clamp(min=1.0)).float()
 
 
 def grpo_step(
