@@ -1,7 +1,7 @@
 """Context management inside training episodes: a compaction continues the episode as a new
 segment (its prompt the encoded compacted messages, all context), segments share their episode's
-reward and advantage, the engine and the reference agree, records replay to r == 1, strategy "none"
-is the plain episode, and a GRPO step reports the compactions."""
+reward and advantage, OPSM judges the whole episode, the engine and the reference agree, records
+replay to r == 1, strategy "none" is the plain episode, and a GRPO step reports the compactions."""
 
 import copy
 import json
