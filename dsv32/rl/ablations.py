@@ -31,12 +31,11 @@ from pathlib import Path
 import torch
 
 from dsv32.checkpoint import load_model, save_checkpoint
-from dsv32.config import preset
 from dsv32.data.io import atomic_write, atomic_write_text
 from dsv32.rl.evaluate import pass_at_1
 from dsv32.rl.grpo import TASK_KINDS, GRPORunConfig, run_grpo
 from dsv32.rl.presets import ablation, grpo_preset
-from dsv32.rl.recipe import SIZES
+from dsv32.rl.recipe import SIZES, fresh_model, sft_config
 from dsv32.rl.tasks import generate_tasks
 from dsv32.rl.tool_tasks import generate_calc_tasks
 from dsv32.tokenizer import Tokenizer
@@ -116,25 +115,16 @@ def step_curves(history: list[dict]) -> dict[str, list[float]]:
 
 def make_sft_checkpoint(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
     """Cold-start SFT as in the recipe (fresh preset model, BPE on the SFT text) into `out_dir`."""
-    from dsv32.chat.encoding import encode_messages
-    from dsv32.model.transformer import build_model
-    from dsv32.rl.sft import SFTConfig, run_sft
+    from dsv32.rl.sft import run_sft
     from dsv32.rl.sft_data import cold_start_mix
-    from dsv32.tokenizer import train_bpe
 
-    s = SIZES[size]
+    examples = cold_start_mix(SIZES[size]["examples"], seed)
+    model, tokenizer = fresh_model(size, examples, seed)
     out = Path(out_dir)
-    examples = cold_start_mix(s["examples"], seed)
-    config = preset("tiny" if size == "tiny" else "small")
-    tokenizer = train_bpe(
-        [encode_messages(e["messages"], e["thinking_mode"]) for e in examples], config.vocab_size
-    )
-    model = build_model(config.replace(vocab_size=tokenizer.vocab_size), seed=seed)
-    sft = SFTConfig(steps=s["sft_steps"], batch_size=s["sft_batch"], lr=3e-3, log_every=10, seed=seed)
     # save_checkpoint replaces the directory, so the metrics are written beside it and moved in after
     metrics = out.with_name(f".{out.name}.sft_metrics.jsonl")
     metrics.unlink(missing_ok=True)
-    run_sft(model, tokenizer, examples, sft, metrics)
+    run_sft(model, tokenizer, examples, sft_config(size, seed), metrics)
     save_checkpoint(model, model.config, out)
     tokenizer.save(out / "tokenizer.json")
     metrics.replace(out / "sft_metrics.jsonl")

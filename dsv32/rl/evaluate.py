@@ -37,8 +37,9 @@ def pass_at_1(
     env: list[EnvTask] = (),
     context: ContextConfig | None = None,
 ) -> dict[str, float]:
-    """{"reasoning": pass@1, "calc": ..., "calc/L{level}": ..., "env": ..., "env/L{level}": ...,
-    "length/{kind}": mean sampled tokens per task}, for the kinds given tasks; with `context`, also
+    """{"reasoning": pass@1, "reasoning/{task kind}": ..., "calc": ..., "calc/L{level}": ..., "env": ...,
+    "env/L{level}": ..., "length/{kind}": mean sampled tokens per task}, for the kinds given tasks;
+    with `context`, also
     "segments/{kind}": mean sequences per tool episode."""
     params = SamplingParams(top_k=1, max_new_tokens=max_new_tokens)
     reward = RewardConfig(length_penalty=False)
@@ -61,6 +62,10 @@ def pass_at_1(
     if reasoning:
         out["reasoning"] = sum(outcomes[: len(reasoning)]) / len(reasoning)
         out["length/reasoning"] = sum(lengths[: len(reasoning)]) / len(reasoning)
+        by_kind: dict[str, list[float]] = {}
+        for task, outcome in zip(reasoning, outcomes):
+            by_kind.setdefault(task.kind, []).append(outcome)
+        out.update({f"reasoning/{k}": sum(v) / len(v) for k, v in sorted(by_kind.items())})
     at = len(reasoning)
     for kind, tasks in episodes.items():
         span, at = slice(at, at + len(tasks)), at + len(tasks)

@@ -167,3 +167,28 @@ def test_unknown_backend_is_rejected(model):
         run_groups(model, scripted_groups(), GREEDY, backend="fast")
     with pytest.raises(ValueError, match="rollout_backend"):
         GRPORunConfig(rollout_backend="fast")
+
+
+def test_pass_at_1_reports_each_reasoning_kind(monkeypatch):
+    """Per-kind pass@1 is the share of that kind's tasks whose one rollout succeeded."""
+    from types import SimpleNamespace
+
+    import dsv32.rl.evaluate as evaluate
+
+    tasks = generate_tasks(8, 3)  # kinds round-robin: add, sort, count, equation, add, ...
+    solved = {0, 2, 4, 6, 7}  # add twice, count twice, equation once
+
+    def fake_run_groups(model, groups, params, attention, backend):
+        return [
+            SimpleNamespace(episode=i, reward=SimpleNamespace(outcome=float(i in solved)), n_sampled=3)
+            for i in range(len(groups))
+        ]
+
+    monkeypatch.setattr(evaluate, "run_groups", fake_run_groups)
+    tok = SimpleNamespace()
+    monkeypatch.setattr(evaluate, "reasoning_jobs", lambda *a, **k: [])
+    scores = pass_at_1(None, tok, tasks, [])
+    assert [t.kind for t in tasks[:4]] == ["add", "sort", "count", "equation"]
+    assert scores["reasoning"] == 5 / 8
+    assert (scores["reasoning/add"], scores["reasoning/sort"]) == (1.0, 0.0)
+    assert (scores["reasoning/count"], scores["reasoning/equation"]) == (1.0, 0.5)
