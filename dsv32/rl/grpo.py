@@ -23,7 +23,8 @@ One step:
    into segments as one sequence: when any episode has several rows, a gradient-free forward
    before each update gives every row its episode's mean log ratio (`episode_log_gaps`; episodes
    never span ranks). MoE biases get the aux-loss-free update from the all-reduced load.
-Metrics (JSONL, one line per step): reward and outcome per task kind (per episode), KL, clip
+Metrics (JSONL, one line per step): reward and outcome per task kind (per episode; the outcome also
+per reasoning kind, `outcome/reasoning/add`, ...), KL, clip
 fraction, OPSM-masked fraction (of sequences, i.e. rows: segments of an episode count apart, masked
 together), entropy, response length
 (sampled tokens per episode), sequences in the batch (`segments`) and context compactions
@@ -58,6 +59,7 @@ from dsv32.rl.rewards import RewardConfig
 from dsv32.rl.rollout import BACKENDS, RolloutJob, Trajectory, episode_jobs, reasoning_jobs, run_groups
 from dsv32.rl.sampler import SamplingParams
 from dsv32.rl.sft import pad_id_of
+from dsv32.rl.tasks import KINDS as REASONING_KINDS
 from dsv32.rl.tasks import generate_tasks
 from dsv32.rl.tool_tasks import CalcEpisode, generate_calc_tasks
 from dsv32.train.config import OptimizerSettings
@@ -176,10 +178,25 @@ def group_jobs(tokenizer, cfg: GRPORunConfig, kind: str, task) -> list[RolloutJo
                         cfg.reward, cfg.thinking, cfg.max_turns, context=cfg.context)  # fmt: skip
 
 
-def _kind_means(trajs: list[Trajectory], ctx: DistContext) -> dict[str, float]:
+def _kind_means(
+    trajs: list[Trajectory], ctx: DistContext, reasoning_kind: dict | None = None
+) -> dict[str, float]:
     """Global means of reward, outcome and sampled length per task kind, over episodes (a segment
-    after a compaction adds its sampled tokens to its episode, not an episode)."""
+    after a compaction adds its sampled tokens to its episode, not an episode); with
+    `reasoning_kind` (group -> the reasoning task's kind), also the outcome per reasoning kind
+    ("outcome/reasoning/add", ...)."""
     out = {}
+    reasoning_kind = reasoning_kind or {}
+    per_kind = torch.zeros(2, len(REASONING_KINDS), dtype=torch.float64)  # episodes, outcome sums
+    for t in trajs:
+        if t.segment == 0 and t.group in reasoning_kind:
+            i = REASONING_KINDS.index(reasoning_kind[t.group])
+            per_kind[0, i] += 1
+            per_kind[1, i] += t.reward.outcome
+    all_reduce_sum(per_kind, ctx)
+    for i, name in enumerate(REASONING_KINDS):
+        if per_kind[0, i] > 0:
+            out[f"outcome/reasoning/{name}"] = float(per_kind[1, i] / per_kind[0, i])
     for kind in TASK_KINDS:
         mine = [t for t in trajs if t.kind == kind]
         firsts = [t for t in mine if t.segment == 0]
@@ -276,7 +293,8 @@ def grpo_step(
         batch.ref_logp = torch.cat([r for r in refs], 0)
     n_global = float(len(plan) * cfg.group_size)  # episodes, not segments
     normalizer = n_global / ctx.world_size  # DDP averages gradients over ranks
-    record: dict = {"step": step, **_kind_means(trajs, ctx), **_segment_counts(trajs, ctx)}
+    reasoning_kind = {j: task.kind for j, kind, task in mine if kind == "reasoning"}
+    record: dict = {"step": step, **_kind_means(trajs, ctx, reasoning_kind), **_segment_counts(trajs, ctx)}
     model.train()
     for update in range(cfg.mu):
         lr_scale = set_lr(optimizer, step * cfg.mu + update, cfg)

@@ -89,6 +89,7 @@ def test_two_gloo_processes_equal_one(tokenizer_file, tmp_path):
     h1 = json.loads((tmp_path / "one.json").read_text())
     h2 = json.loads((tmp_path / "two.json").read_text())
     assert len(h1) == len(h2) == 2 and h1[0]["grad_norm"] > 0
+    assert {k for k in h1[0] if k.startswith("outcome/")} == {k for k in h2[0] if k.startswith("outcome/")}
     for a, b in zip(h1, h2):
         for key in (
             "reward/reasoning",
@@ -99,8 +100,28 @@ def test_two_gloo_processes_equal_one(tokenizer_file, tmp_path):
             "opsm_would_mask_fraction",
             "entropy",
             "abs_ratio_dev_before_update",
+            *[key for key in a if key.startswith("outcome/reasoning/")],
         ):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
     assert h1[0]["abs_ratio_dev_before_update"] < 1e-5  # on-policy with both fixes: r == 1
     assert h1[1]["kl"] > 0  # the policy has moved away from the reference
     assert h1[1]["abs_ratio_dev_before_update"] < 1e-5  # r == 1 again after the first step's updates
+
+
+def test_outcome_is_reported_per_reasoning_kind():
+    """Each reasoning kind's outcome is the mean over its groups' episodes (first segments only)."""
+    from types import SimpleNamespace
+
+    from dsv32.rl.grpo import _kind_means
+    from dsv32.train.distributed import DistContext
+
+    def traj(group, kind, outcome, segment=0):
+        reward = SimpleNamespace(total=outcome, outcome=outcome)
+        return SimpleNamespace(group=group, kind=kind, reward=reward, segment=segment, n_sampled=4)
+
+    trajs = [traj(0, "reasoning", 1.0), traj(0, "reasoning", 0.0), traj(1, "reasoning", 1.0)]
+    trajs += [traj(2, "reasoning", 0.0), traj(3, "calc", 1.0), traj(3, "calc", 1.0, segment=1)]
+    means = _kind_means(trajs, DistContext(), {0: "add", 1: "sort", 2: "sort"})
+    assert means["outcome/reasoning"] == 0.5
+    assert (means["outcome/reasoning/add"], means["outcome/reasoning/sort"]) == (0.5, 0.5)
+    assert "outcome/reasoning/count" not in means and means["outcome/calc"] == 1.0
