@@ -111,6 +111,8 @@ class GRPORunConfig(OptimizerSettings):
         for name in ("steps", "prompts_per_step", "group_size", "mu", "micro_batch", "max_new_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"GRPO {name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"GRPO lr must be > 0, got {self.lr!r}")
         if self.rollout_backend not in BACKENDS:
             raise ValueError(f"rollout_backend must be one of {BACKENDS}, got {self.rollout_backend!r}")
         if set(self.task_mix) - set(TASK_KINDS) or sum(self.task_mix.values()) <= 0:

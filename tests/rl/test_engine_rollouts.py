@@ -169,6 +169,12 @@ def test_unknown_backend_is_rejected(model):
         GRPORunConfig(rollout_backend="fast")
 
 
+def test_grpo_rejects_a_non_positive_lr():
+    with pytest.raises(ValueError, match="GRPO lr must be > 0, got 0.0"):
+        GRPORunConfig(lr=0.0)
+    assert GRPORunConfig(lr=5e-4).lr == 5e-4
+
+
 def test_pass_at_1_reports_each_reasoning_kind(monkeypatch):
     """Per-kind pass@1 is the share of that kind's tasks whose one rollout succeeded."""
     from types import SimpleNamespace
