@@ -39,8 +39,7 @@ def pass_at_1(
 ) -> dict[str, float]:
     """{"reasoning": pass@1, "reasoning/{task kind}": ..., "calc": ..., "calc/L{level}": ..., "env": ...,
     "env/L{level}": ..., "length/{kind}": mean sampled tokens per task}, for the kinds given tasks;
-    with `context`, also
-    "segments/{kind}": mean sequences per tool episode."""
+    with `context`, also "segments/{kind}": mean sequences per tool episode."""
     params = SamplingParams(top_k=1, max_new_tokens=max_new_tokens)
     reward = RewardConfig(length_penalty=False)
     gen = torch.Generator().manual_seed(0)
