@@ -30,15 +30,14 @@ from pathlib import Path
 
 import torch
 
-from dsv32.checkpoint import load_model, save_checkpoint
+from dsv32.checkpoint import save_checkpoint
 from dsv32.data.io import atomic_write, atomic_write_text
 from dsv32.rl.evaluate import pass_at_1
 from dsv32.rl.grpo import TASK_KINDS, GRPORunConfig, run_grpo
 from dsv32.rl.presets import ablation, grpo_preset
-from dsv32.rl.recipe import SIZES, fresh_model, sft_config
+from dsv32.rl.recipe import SIZES, fresh_model, load_init, sft_config
 from dsv32.rl.tasks import generate_tasks
 from dsv32.rl.tool_tasks import generate_calc_tasks
-from dsv32.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +139,6 @@ def run_ablations(
     runs: list[str] | None = None,
     seed: int = 0,
 ) -> dict:
-    sft = Path(sft_dir)
-    if not (sft / "tokenizer.json").exists():
-        raise FileNotFoundError(f"{sft}/tokenizer.json not found: the SFT checkpoint needs its tokenizer")
     names = list(RUNS) if runs is None else runs
     for name in names:
         if name not in RUNS:
@@ -155,14 +151,13 @@ def run_ablations(
         raise ValueError(f"steps must be >= 1, got {steps}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = Tokenizer.load(sft / "tokenizer.json")
     heldout_r = generate_tasks(s["eval_r"], seed + 100, "heldout")
     heldout_c = generate_calc_tasks(s["eval_c"], seed + 101, "heldout")
     results: dict[str, dict] = {}
     for name in names:
         start = time.perf_counter()
         cfg = run_config(name, steps, size, seed)
-        model = load_model(sft)
+        model, tokenizer = load_init(sft_dir)
         metrics = out / name / "grpo_metrics.jsonl"
         metrics.unlink(missing_ok=True)
         history = run_grpo(model, tokenizer, cfg, metrics_path=metrics)
@@ -187,7 +182,7 @@ def run_ablations(
             "seconds": round(time.perf_counter() - start, 1),
         }
         log.info("ablation %s: %s", name, results[name]["final"])
-    summary = {"size": size, "steps": steps, "seed": seed, "sft": str(sft), "runs": results}
+    summary = {"size": size, "steps": steps, "seed": seed, "sft": str(sft_dir), "runs": results}
     if "v3.2" in results and "speciale" in results:
         summary["tradeoff"] = {
             name: {"accuracy": results[name]["accuracy"], "output_length": results[name]["output_length"]}

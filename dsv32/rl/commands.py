@@ -11,19 +11,14 @@ from dsv32.rl.compaction import TRAINING_STRATEGIES
 
 
 def _sft(args: argparse.Namespace) -> int:
-    from dsv32.checkpoint import load_model, save_checkpoint
+    from dsv32.checkpoint import save_checkpoint
+    from dsv32.rl.recipe import load_init
     from dsv32.rl.sft import SFTConfig, run_sft
     from dsv32.rl.sft_data import cold_start_mix, read_jsonl
-    from dsv32.tokenizer import Tokenizer
     from dsv32.train.distributed import init_distributed, shutdown
 
-    init = Path(args.init)
-    if not (init / "tokenizer.json").exists():
-        raise FileNotFoundError(
-            f"{init}/tokenizer.json not found: --init must be a checkpoint with its tokenizer"
-        )
+    model, tok = load_init(args.init)
     examples = read_jsonl(args.data) if args.data else cold_start_mix(args.examples, args.seed)
-    model, tok = load_model(init), Tokenizer.load(init / "tokenizer.json")
     cfg = SFTConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     out = Path(args.out)
     ctx = init_distributed("cpu")
@@ -63,13 +58,12 @@ def _context_args(args: argparse.Namespace) -> dict:
 
 
 def _grpo(args: argparse.Namespace) -> int:
-    from dsv32.checkpoint import load_model, save_checkpoint
+    from dsv32.checkpoint import save_checkpoint
     from dsv32.rl.grpo import run_grpo
     from dsv32.rl.presets import ablation, grpo_preset
-    from dsv32.tokenizer import Tokenizer
+    from dsv32.rl.recipe import load_init
     from dsv32.train.distributed import init_distributed, shutdown
 
-    init = Path(args.init)
     cfg = grpo_preset(
         args.preset,
         steps=args.steps,
@@ -80,7 +74,7 @@ def _grpo(args: argparse.Namespace) -> int:
         seed=args.seed,
         **_task_mix_args(args),
     )  # before loading: bad options fail fast
-    model, tok = load_model(init), Tokenizer.load(init / "tokenizer.json")
+    model, tok = load_init(args.init)
     cfg = ablation(cfg, args.ablation)
     ctx = init_distributed("cpu")
     out = Path(args.out)
@@ -118,7 +112,9 @@ def register_verbs(sub) -> None:
     p = sub.add_parser(
         "sft", help="cold-start SFT, loss on assistant tokens only (torchrun for several processes)"
     )
-    p.add_argument("--init", required=True, help="checkpoint directory with tokenizer.json")
+    p.add_argument(
+        "--init", required=True, help="checkpoint or training run (latest checkpoint), with tokenizer.json"
+    )
     p.add_argument("--data", help="SFT JSONL (default: generate the cold-start mix)")
     p.add_argument("--examples", type=int, default=2000)
     p.add_argument("--steps", type=int, default=300)
@@ -128,7 +124,9 @@ def register_verbs(sub) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(func=_sft)
     p = sub.add_parser("grpo", help="GRPO with the DeepSeek-V3.2 fixes (torchrun for several processes)")
-    p.add_argument("--init", required=True, help="checkpoint directory with tokenizer.json")
+    p.add_argument(
+        "--init", required=True, help="checkpoint or training run (latest checkpoint), with tokenizer.json"
+    )
     p.add_argument("--preset", default="v3.2", choices=("v3.2", "speciale"))
     p.add_argument(
         "--ablation",
@@ -166,7 +164,9 @@ def register_verbs(sub) -> None:
     p.set_defaults(func=_grpo)
     p = sub.add_parser("post-recipe", help="SFT then GRPO with pass@1 before and after")
     p.add_argument("--size", default="tiny", choices=("tiny", "small"))
-    p.add_argument("--init", help="pretrained checkpoint with tokenizer.json (default: fresh model)")
+    p.add_argument(
+        "--init", help="pretrained checkpoint or training run (latest checkpoint), with tokenizer.json"
+    )
     p.add_argument("--preset", default="v3.2", choices=("v3.2", "speciale"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--env-dir", default=None, help="synthesized environments to add to SFT, GRPO and pass@1")

@@ -2,8 +2,8 @@
 
 `run_recipe(out_dir, size="tiny"|"small", init=None)`:
 1. data: the cold-start mix (`dsv32.rl.sft_data.cold_start_mix`) written to `sft.jsonl`;
-2. model and tokenizer: from `init` (a checkpoint directory holding `tokenizer.json`, e.g. the
-   pretrained `small` model) or, without one, a fresh preset model and a BPE trained on the SFT
+2. model and tokenizer: from `init` (a checkpoint holding `tokenizer.json`, or a training run
+   directory such as `dsv32 train recipe`'s `pretrain/`, whose latest checkpoint is used) or, without one, a fresh preset model and a BPE trained on the SFT
    text (vocabulary = the preset's);
 3. SFT (`dsv32.rl.sft.run_sft`), checkpoint `sft/`, pass@1 on held-out reasoning and calculator
    tasks (levels 1-3);
@@ -42,6 +42,7 @@ from dsv32.rl.sft_data import cold_start_mix, env_expert_examples, write_jsonl
 from dsv32.rl.tasks import generate_tasks
 from dsv32.rl.tool_tasks import generate_calc_tasks
 from dsv32.tokenizer import Tokenizer, train_bpe
+from dsv32.train.state import resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,15 @@ SIZES = {
         model_overrides=dict(tie_word_embeddings=True, initializer_range=0.05),
     ),
 }
+
+
+def load_init(path: str | Path):
+    """(model, tokenizer) from a checkpoint directory, or from a training run directory (its latest
+    checkpoint), that holds `tokenizer.json`."""
+    checkpoint = resolve_checkpoint(path)
+    if not (checkpoint / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"{checkpoint}/tokenizer.json not found: the model to start from needs it")
+    return load_model(checkpoint), Tokenizer.load(checkpoint / "tokenizer.json")
 
 
 def fresh_model(size: str, examples: list[dict], seed: int = 0):
@@ -118,8 +128,7 @@ def run_recipe(
             examples += env_expert_examples(path, thinking=True, task_ids=ids)
     write_jsonl(out / "sft.jsonl", examples)
     if init is not None:
-        model = load_model(init)
-        tokenizer = Tokenizer.load(Path(init) / "tokenizer.json")
+        model, tokenizer = load_init(init)
     else:
         model, tokenizer = fresh_model(size, examples, seed)
     tokenizer.save(out / "tokenizer.json")

@@ -71,7 +71,7 @@ def test_step_curves_from_records():
 def test_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="ablation run"):
         run_config("no-such-fix", steps=1)
-    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+    with pytest.raises(FileNotFoundError, match="neither a model checkpoint nor a run directory"):
         ablations.run_ablations(tmp_path, tmp_path / "out")
 
 
