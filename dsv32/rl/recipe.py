@@ -3,8 +3,8 @@
 `run_recipe(out_dir, size="tiny"|"small", init=None)`:
 1. data: the cold-start mix (`dsv32.rl.sft_data.cold_start_mix`) written to `sft.jsonl`;
 2. model and tokenizer: from `init` (a checkpoint holding `tokenizer.json`, or a training run
-   directory such as `dsv32 train recipe`'s `pretrain/`, whose latest checkpoint is used) or, without one, a fresh preset model and a BPE trained on the SFT
-   text (vocabulary = the preset's);
+   directory such as `dsv32 train recipe`'s `pretrain/`, whose latest checkpoint is used) or,
+   without one, a fresh preset model and a BPE trained on the SFT text (vocabulary = the preset's);
 3. SFT (`dsv32.rl.sft.run_sft`), checkpoint `sft/`, pass@1 on held-out reasoning and calculator
    tasks (levels 1-3);
 4. GRPO (`dsv32.rl.grpo.run_grpo`) from the SFT model with the preset `v3.2` (or `speciale`),
