@@ -71,6 +71,7 @@ def _grpo(args: argparse.Namespace) -> int:
         group_size=args.group,
         max_new_tokens=args.max_new_tokens,
         lr=args.lr,
+        mu=args.mu,
         seed=args.seed,
         **_task_mix_args(args),
     )  # before loading: bad options fail fast
@@ -138,6 +139,7 @@ def register_verbs(sub) -> None:
     p.add_argument("--group", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (constant)")
+    p.add_argument("--mu", type=int, default=1, help="updates per rollout batch (> 1: stale rollouts)")
     p.add_argument("--max-turns", type=int, default=3, help="assistant turns per tool episode")
     p.add_argument(
         "--task-mix", default=None, help="e.g. reasoning=0.4,calc=0.3,env=0.3 (default: reasoning=1,calc=1)"

@@ -197,3 +197,11 @@ def test_pass_at_1_reports_each_reasoning_kind(monkeypatch):
     assert scores["reasoning"] == 5 / 8
     assert (scores["reasoning/add"], scores["reasoning/sort"]) == (1.0, 0.0)
     assert (scores["reasoning/count"], scores["reasoning/equation"]) == (1.0, 0.5)
+
+
+def test_grpo_command_passes_mu_to_the_config(capsys):
+    from dsv32.cli import main
+
+    # the config is built (and checked) before the model is loaded, so no checkpoint is needed
+    assert main(["train", "grpo", "--init", "/nonexistent", "--out", "/nonexistent/out", "--mu", "0"]) == 2
+    assert "GRPO mu must be an integer >= 1, got 0" in capsys.readouterr().err
