@@ -5,13 +5,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from dsv32.rl.compaction import TRAINING_STRATEGIES
 
 
-def _sft(args: argparse.Namespace) -> int:
+def save_final(model, tokenizer, out: Path) -> None:
+    """The final weights, config and tokenizer written into the run directory `out`, file by file
+    (each atomically), so the metrics and checkpoints the run keeps there survive; `save_checkpoint`
+    alone would replace the whole directory."""
     from dsv32.checkpoint import save_checkpoint
+
+    out.mkdir(parents=True, exist_ok=True)
+    staged = save_checkpoint(model, model.config, out.with_name(f".{out.name}.final"))
+    tokenizer.save(staged / "tokenizer.json")
+    for entry in staged.iterdir():
+        os.replace(entry, out / entry.name)
+    staged.rmdir()
+
+
+def _sft(args: argparse.Namespace) -> int:
     from dsv32.rl.recipe import load_init
     from dsv32.rl.sft import SFTConfig, run_sft
     from dsv32.rl.sft_data import cold_start_mix, read_jsonl
@@ -24,8 +38,7 @@ def _sft(args: argparse.Namespace) -> int:
     ctx = init_distributed("cpu")
     hist = run_sft(model, tok, examples, cfg, out / "sft_metrics.jsonl", ctx=ctx)
     if ctx.is_main:
-        save_checkpoint(model, model.config, out)
-        tok.save(out / "tokenizer.json")
+        save_final(model, tok, out)
         print(json.dumps(hist[-1]))
     shutdown(ctx)
     return 0
@@ -58,7 +71,6 @@ def _context_args(args: argparse.Namespace) -> dict:
 
 
 def _grpo(args: argparse.Namespace) -> int:
-    from dsv32.checkpoint import save_checkpoint
     from dsv32.rl.grpo import run_grpo
     from dsv32.rl.presets import ablation, grpo_preset
     from dsv32.rl.recipe import load_init
@@ -81,8 +93,7 @@ def _grpo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     hist = run_grpo(model, tok, cfg, ctx, out / "grpo_metrics.jsonl", run_dir=out, save_every=args.save_every)
     if ctx.is_main:
-        save_checkpoint(model, model.config, out)
-        tok.save(out / "tokenizer.json")
+        save_final(model, tok, out)
         print(json.dumps(hist[-1]))
     shutdown(ctx)
     return 0
