@@ -46,12 +46,20 @@ def test_dense_prefill_kernels_agree(shape):
 def test_dsa_matches_the_model_indexer_and_full_selection_is_dense(shape):
     from dsv32.model.indexer import select_topk
 
-    x = K.make_inputs(shape, 30, 4, torch.float32)
-    idx = K.indexer_topk(x["q_index"], x["w_index"], x["k_index"], x["positions"], shape.topk, block=8)
-    ref_idx, _ = select_topk(
-        x["q_index"][None], x["w_index"][None], x["k_index"][None], x["positions"][None], shape.topk
-    )
-    assert torch.equal(idx.sort(-1).values, ref_idx[0].sort(-1).values)
+    def check(x, **blocking):
+        idx = K.indexer_topk(x["q_index"], x["w_index"], x["k_index"], x["positions"], shape.topk, **blocking)
+        ref_idx, _ = select_topk(
+            x["q_index"][None], x["w_index"][None], x["k_index"][None], x["positions"][None], shape.topk
+        )
+        assert torch.equal(idx.sort(-1).values, ref_idx[0].sort(-1).values)
+
+    # prefill: uneven query chunks and key blocks; queries at positions 20..29 (causal edge masked)
+    check(K.make_inputs(shape, 30, 10, torch.float32), block=8, query_chunk=3)
+    check(K.make_inputs(shape, 30, 10, torch.float32))
+    # decode at the last position, and at an earlier one (the keys after it are masked)
+    x = K.make_inputs(shape, 30, 1, torch.float32, seed=1)
+    check(x, block=8)
+    check({**x, "positions": torch.tensor([20])}, block=8)
     # with top-k >= context every causal key is selected: DSA equals dense absorbed attention
     wide = K.AttentionShape(**{**shape.__dict__, "topk": 64})
     x = K.make_inputs(wide, 30, 1, torch.float64)
