@@ -21,7 +21,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "serve": ("dsv32.serve.commands", "OpenAI-compatible server on a checkpoint (chat page at /)"),
     "chat": ("dsv32.serve.chat_command", "chat with a checkpoint in the terminal (streams reasoning apart)"),
     "train": ("dsv32.train.commands", "pretrain, dsa-warmup, dsa-sparse stages; the headline recipe"),
-    "eval": ("dsv32.evaluate.commands", "long-context exact match, val loss, indexer recall side by side"),
+    "eval": ("dsv32.evaluate.commands", "checkpoints side by side: long-context tasks, held-out pass@1"),
     "demo": ("dsv32.demo.commands", "the whole recipe end to end on a preset, resumable, with a report"),
     "generate": ("dsv32.engine.commands", "stream a completion from a checkpoint (DSA engine, paged cache)"),
     "bench": ("dsv32.bench.commands", "side-by-side benchmarks: attention cost curve, engine throughput"),

@@ -32,12 +32,10 @@ import torch
 
 from dsv32.checkpoint import save_checkpoint
 from dsv32.data.io import atomic_write, atomic_write_text
-from dsv32.rl.evaluate import pass_at_1
+from dsv32.rl.evaluate import heldout_tasks, pass_at_1
 from dsv32.rl.grpo import TASK_KINDS, GRPORunConfig, run_grpo
 from dsv32.rl.presets import ablation, grpo_preset
 from dsv32.rl.recipe import SIZES, fresh_model, load_init, sft_config
-from dsv32.rl.tasks import generate_tasks
-from dsv32.rl.tool_tasks import generate_calc_tasks
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +149,7 @@ def run_ablations(
         raise ValueError(f"steps must be >= 1, got {steps}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    heldout_r = generate_tasks(s["eval_r"], seed + 100, "heldout")
-    heldout_c = generate_calc_tasks(s["eval_c"], seed + 101, "heldout")
+    heldout_r, heldout_c = heldout_tasks(s["eval_r"], s["eval_c"], seed)
     results: dict[str, dict] = {}
     for name in names:
         start = time.perf_counter()

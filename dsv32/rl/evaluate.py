@@ -19,8 +19,15 @@ from dsv32.rl.env_tasks import EnvTask
 from dsv32.rl.rewards import RewardConfig
 from dsv32.rl.rollout import episode_jobs, reasoning_jobs, run_groups
 from dsv32.rl.sampler import SamplingParams
-from dsv32.rl.tasks import ReasoningTask
-from dsv32.rl.tool_tasks import CalcEpisode, CalcTask
+from dsv32.rl.tasks import ReasoningTask, generate_tasks
+from dsv32.rl.tool_tasks import CalcEpisode, CalcTask, generate_calc_tasks
+
+
+def heldout_tasks(n_reasoning: int, n_calc: int, seed: int = 0) -> tuple[list[ReasoningTask], list[CalcTask]]:
+    """The held-out reasoning tasks and calculator episodes the post-training recipe, its ablations
+    and `dsv32 eval pass-at-1` all score (seeds seed + 100 and seed + 101), so their numbers compare."""
+    reasoning = generate_tasks(n_reasoning, seed + 100, "heldout")
+    return reasoning, generate_calc_tasks(n_calc, seed + 101, "heldout")
 
 
 @torch.no_grad()

@@ -34,13 +34,11 @@ from dsv32.checkpoint import load_model, save_checkpoint
 from dsv32.config import atomic_write_text, preset
 from dsv32.model.transformer import build_model
 from dsv32.rl.env_tasks import env_tasks
-from dsv32.rl.evaluate import pass_at_1
+from dsv32.rl.evaluate import heldout_tasks, pass_at_1
 from dsv32.rl.grpo import GRPORunConfig, run_grpo
 from dsv32.rl.presets import grpo_preset
 from dsv32.rl.sft import SFTConfig, run_sft
 from dsv32.rl.sft_data import cold_start_mix, env_expert_examples, write_jsonl
-from dsv32.rl.tasks import generate_tasks
-from dsv32.rl.tool_tasks import generate_calc_tasks
 from dsv32.tokenizer import Tokenizer, train_bpe
 from dsv32.train.state import resolve_checkpoint
 
@@ -132,8 +130,7 @@ def run_recipe(
     else:
         model, tokenizer = fresh_model(size, examples, seed)
     tokenizer.save(out / "tokenizer.json")
-    heldout_r = generate_tasks(s["eval_r"], seed + 100, "heldout")
-    heldout_c = generate_calc_tasks(s["eval_c"], seed + 101, "heldout")
+    heldout_r, heldout_c = heldout_tasks(s["eval_r"], s["eval_c"], seed)
 
     def evaluate() -> dict:
         return pass_at_1(model, tokenizer, heldout_r, heldout_c, max_new_tokens=s["max_new"], env=env_heldout)

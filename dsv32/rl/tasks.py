@@ -3,7 +3,8 @@
 Four kinds, each generated from a seeded `random.Random`:
 - `add`: multi-digit addition, reasoned column by column with carries;
 - `sort`: sort a short list of integers ascending, reasoned by repeatedly taking the smallest;
-- `count`: how many times a letter occurs in a string of letters, reasoned by a running count;
+- `count`: how many times a letter occurs in a string of letters, reasoned by a running count (the
+  count uniform over 0..length, so no answer is a good guess);
 - `equation`: solve a*x + b = c for an integer x, reasoned by isolating x.
 
 `difficulty` (1-3) scales the sizes (digits, list length, string length, coefficient range).
@@ -85,8 +86,13 @@ def _sort(rng: random.Random, difficulty: int) -> ReasoningTask:
 
 def _count(rng: random.Random, difficulty: int) -> ReasoningTask:
     letters = "abcde"[: 2 + difficulty]
-    text = "".join(rng.choice(letters) for _ in range(3 + 3 * difficulty))
+    length = 3 + 3 * difficulty
     target = rng.choice(letters)
+    # the count is drawn uniformly from 0..length, then placed: with letters drawn independently it
+    # would be binomial, and always answering its mode (2) would beat counting (RL learns the guess)
+    at = set(rng.sample(range(length), rng.randrange(length + 1)))
+    others = letters.replace(target, "")
+    text = "".join(target if i in at else rng.choice(others) for i in range(length))
     steps, n = [], 0
     for ch in text:
         n += ch == target

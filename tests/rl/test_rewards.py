@@ -1,5 +1,6 @@
 """Advantages, reasoning tasks and rule-based rewards."""
 
+import collections
 import random
 import statistics
 
@@ -51,6 +52,17 @@ def test_task_answers_are_correct(kind, difficulty):
         assert task.answer == expected
         assert verify(task, f"  {expected} ") and not verify(task, expected + "0")
         assert task.reasoning.endswith(f"{task.answer}.")
+
+
+@pytest.mark.parametrize("difficulty", [1, 2, 3])
+def test_count_answers_are_not_guessable(difficulty):
+    """Every count 0..length about equally often (a binomial count would reward always answering 2)."""
+    rng, length = random.Random(0), 3 + 3 * difficulty
+    answers = collections.Counter(
+        int(make_task("count", rng, difficulty).answer) for _ in range(200 * (length + 1))
+    )
+    assert sorted(answers) == list(range(length + 1))
+    assert max(answers.values()) < 260 and min(answers.values()) > 140  # 200 expected each
 
 
 def test_splits_are_disjoint_and_deterministic():
