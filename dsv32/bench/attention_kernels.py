@@ -196,7 +196,7 @@ def indexer_block(dtype: torch.dtype, columns: int = 64) -> int:
     return max(2048, min(131072, (1 << 23) // max(columns, 1)))
 
 
-PREFILL_ROWS = 256  # query-head rows per prefill indexer chunk (4 MiB of fp32 dots per 4K keys)
+PREFILL_ROWS = 256  # query-head rows per prefill indexer chunk (fp32: 2K-key blocks, 2 MiB of dots)
 
 
 @functools.cache
