@@ -5,6 +5,7 @@ Runs (each starts from the same SFT weights, the same seed and therefore the sam
 - `speciale`: all four fixes, length penalty off (relaxed length);
 - `no-unbiased-kl`: v3.2 with the plain k3 KL estimate;
 - `no-opsm`: v3.2 without off-policy sequence masking, with stale rollouts (mu = 4 updates per batch);
+- `opsm-mu4`: its control, v3.2 with the same stale rollouts (mu = 4) and OPSM on;
 - `no-keep-mask`: v3.2 sampling with top_p = 0.9 but without the keep sampling mask.
 Each run writes its `grpo_metrics.jsonl`; then pass@1 and mean output length on held-out reasoning and
 calculator tasks (greedy) give the accuracy vs output-length point of each run. Curves (one PNG per
@@ -55,13 +56,14 @@ SCALES = {
     ),
 }
 
-# name -> (preset variant, ablation)
-RUNS: dict[str, tuple[str, str]] = {
-    "v3.2": ("v3.2", "none"),
-    "speciale": ("speciale", "none"),
-    "no-unbiased-kl": ("v3.2", "no-unbiased-kl"),
-    "no-opsm": ("v3.2", "no-opsm"),
-    "no-keep-mask": ("v3.2", "no-keep-mask"),
+# name -> (preset variant, ablation, updates per rollout batch mu)
+RUNS: dict[str, tuple[str, str, int]] = {
+    "v3.2": ("v3.2", "none", 1),
+    "speciale": ("speciale", "none", 1),
+    "no-unbiased-kl": ("v3.2", "no-unbiased-kl", 1),
+    "no-opsm": ("v3.2", "no-opsm", 4),
+    "opsm-mu4": ("v3.2", "none", 4),
+    "no-keep-mask": ("v3.2", "no-keep-mask", 1),
 }
 CURVES = {
     "reward": "reward (mean over task kinds)",
@@ -80,10 +82,11 @@ def run_config(name: str, steps: int, size: str = "tiny", seed: int = 0) -> GRPO
     if size not in SCALES:
         raise ValueError(f"size must be one of {sorted(SCALES)}, got {size!r}")
     s = SCALES[size]
-    variant, which = RUNS[name]
+    variant, which, mu = RUNS[name]
     cfg = grpo_preset(
         variant,
         steps=steps,
+        mu=mu,
         prompts_per_step=s["prompts"],
         group_size=s["group"],
         max_new_tokens=s["max_new"],

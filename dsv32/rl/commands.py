@@ -192,7 +192,7 @@ def register_verbs(sub) -> None:
     p.add_argument("--size", default="tiny", choices=("tiny", "small"))
     p.add_argument("--steps", type=int, help="GRPO steps per run (default: the size's)")
     p.add_argument(
-        "--runs", help="comma-separated subset of v3.2,speciale,no-unbiased-kl,no-opsm,no-keep-mask"
+        "--runs", help="comma-separated subset of v3.2,speciale,no-unbiased-kl,no-opsm,opsm-mu4,no-keep-mask"
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)

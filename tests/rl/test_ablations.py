@@ -27,6 +27,7 @@ def test_each_run_switches_exactly_its_fix():
         "speciale": {("reward", "length_penalty"): False},
         "no-unbiased-kl": {("loss", "unbiased_kl"): False},
         "no-opsm": {("loss", "opsm"): False, ("mu",): 4},
+        "opsm-mu4": {("mu",): 4},
         "no-keep-mask": {("loss", "keep_sampling_mask"): False, ("top_p",): 0.9},
     }
     for name, changes in expected.items():
@@ -36,6 +37,9 @@ def test_each_run_switches_exactly_its_fix():
         assert differing == set(changes), name
         for key, value in changes.items():
             assert flat[key] == value
+    # the no-OPSM run and its control see the same stale rollouts and differ only in the mask
+    stale, control = _flatten(run_config("no-opsm", steps=2)), _flatten(run_config("opsm-mu4", steps=2))
+    assert {k for k in stale if stale[k] != control[k]} == {("loss", "opsm")}
 
 
 def _flatten(cfg) -> dict:
