@@ -86,6 +86,16 @@ class MoE(nn.Module):
         b, t, d = x_BTD.shape
         x_ND = x_BTD.reshape(b * t, d)
         routing = self.gate(x_ND, None if replay_ids is None else replay_ids.reshape(b * t, -1))
+        if _grouped_matmuls(x_ND, routing, self.experts[0]):
+            y_ND = self._routed_grouped(x_ND, routing)
+        else:
+            y_ND = self._routed_loop(x_ND, routing)
+        if self.shared_experts is not None:
+            y_ND = y_ND + self.shared_experts(x_ND)
+        return y_ND.view(b, t, d), routing
+
+    def _routed_loop(self, x_ND: torch.Tensor, routing: Routing) -> torch.Tensor:
+        """sum_k weight_k * expert_k(x), one expert at a time over its slots."""
         y_ND = torch.zeros_like(x_ND)
         flat_ids = routing.expert_ids.flatten()
         order = flat_ids.argsort(stable=True)  # slots grouped by expert
@@ -101,9 +111,42 @@ class MoE(nn.Module):
                 rows = tokens[start : start + count]
                 y_ND.index_add_(0, rows, expert(x_ND[rows]) * weights[start : start + count, None])
             start += count
-        if self.shared_experts is not None:
-            y_ND = y_ND + self.shared_experts(x_ND)
-        return y_ND.view(b, t, d), routing
+        return y_ND
+
+    def _routed_grouped(self, x_ND: torch.Tensor, routing: Routing) -> torch.Tensor:
+        """The same sum as `_routed_loop`, as two grouped matmuls over the slots sorted by expert.
+
+        The experts' weights are stacked on every call (a differentiable copy: each expert's
+        weights get their slice of the gradient, zeros for an idle expert, as in the loop)."""
+        k = routing.expert_ids.shape[1]
+        flat_ids = routing.expert_ids.flatten()
+        order = flat_ids.argsort(stable=True)
+        offsets = torch.cumsum(torch.bincount(flat_ids, minlength=len(self.experts)), 0).to(torch.int32)
+        tokens = order // k
+        w_gate_up = torch.stack([torch.cat((e.gate_proj.weight, e.up_proj.weight)) for e in self.experts])
+        w_down = torch.stack([e.down_proj.weight for e in self.experts])
+        gate, up = F.grouped_mm(x_ND[tokens], w_gate_up.transpose(1, 2), offs=offsets).chunk(2, dim=-1)
+        out_MD = F.grouped_mm(F.silu(gate) * up, w_down.transpose(1, 2), offs=offsets)
+        out_MD = out_MD * routing.weights.flatten()[order, None].to(x_ND.dtype)
+        return torch.zeros_like(x_ND).index_add(0, tokens, out_MD)
+
+
+# Mean multiply-adds per expert matmul below which the grouped path wins on CPU (measured in
+# fwd + bwd: tiny preset at 1,008 tokens 1.2-1.4x faster, small at 256 tokens 1.2-1.35x; small at
+# 1,024 tokens, 2^22 per expert, 0.9x: there the weight stacking costs more than the calls saved).
+GROUPED_MAX_WORK = 1 << 21
+
+
+def _grouped_matmuls(x_ND: torch.Tensor, routing: Routing, expert: SwiGLU) -> bool:
+    """Whether `MoE` runs its routed experts as grouped matmuls: fp32 on CPU where PyTorch has them,
+    when each expert's share is small enough that per-call overhead dominates the loop's cost."""
+    if not (hasattr(F, "grouped_mm") and x_ND.device.type == "cpu" and x_ND.dtype == torch.float32):
+        return False
+    if torch.is_autocast_enabled("cpu"):
+        return False
+    n_slots, n_experts = routing.expert_ids.numel(), routing.scores.shape[1]
+    d, i = expert.down_proj.out_features, expert.down_proj.in_features
+    return n_slots * d * i <= GROUPED_MAX_WORK * n_experts
 
 
 def expert_load(routing: Routing, n_experts: int) -> torch.Tensor:

@@ -108,3 +108,33 @@ def test_sequence_balance_loss_by_hand():
     f = torch.tensor([2.0, 2.0, 0.0, 0.0])
     p = scores.mean(0)
     torch.testing.assert_close(sequence_balance_loss(routing, batch=1, top_k=1), (f * p).sum())
+
+
+def test_grouped_experts_equal_the_loop_in_outputs_and_gradients(tiny_config):
+    """The grouped-matmul path (CPU fp32) and the per-expert loop give the same outputs and the
+    same gradient for every parameter, an idle expert's included (zeros)."""
+    torch.manual_seed(0)
+    moe = MoE(tiny_config)
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.randn(3, 5, tiny_config.hidden_size)
+    # route every token away from expert 0 (its group stays usable) so one expert is idle
+    with torch.no_grad():
+        moe.gate.e_score_correction_bias[0] = -100.0
+    params = [(n, p) for n, p in moe.named_parameters() if not n.startswith("shared_experts")]
+    results = []
+    for path in (moe._routed_grouped, moe._routed_loop):
+        moe.zero_grad()
+        xg = x.clone().requires_grad_(True)
+        x_ND = xg.view(-1, tiny_config.hidden_size)
+        routing = moe.gate(x_ND)
+        y = path(x_ND, routing)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        results.append((y.detach(), xg.grad, [p.grad.clone() for _, p in params], routing))
+    (y_g, gx_g, grads_g, routing), (y_l, gx_l, grads_l, _) = results
+    assert 0 not in routing.expert_ids.tolist()
+    torch.testing.assert_close(y_g, y_l, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(gx_g, gx_l, atol=1e-6, rtol=1e-5)
+    for (name, _), g, l in zip(params, grads_g, grads_l):
+        torch.testing.assert_close(g, l, atol=1e-6, rtol=1e-5, msg=name)
+    assert moe.experts[0].gate_proj.weight.grad.abs().sum() == 0
