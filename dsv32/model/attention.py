@@ -62,8 +62,10 @@ class Attention(MLA):
         use_indexer = attention == "sparse" or indexer_loss or return_index_scores or return_indices
         if use_indexer:
             x_in, qr_in = x.detach(), qr.detach()
-            k_I = self.indexer.keys(x_in, cos, sin)
-            q_I, w_I = self.indexer.queries(x_in, qr_in, cos, sin)
+            # Without an indexer loss nothing differentiates through the indexer: skip its graph.
+            with torch.set_grad_enabled(torch.is_grad_enabled() and indexer_loss is not None):
+                k_I = self.indexer.keys(x_in, cos, sin)
+                q_I, w_I = self.indexer.queries(x_in, qr_in, cos, sin)
             with torch.no_grad():
                 aux.topk_indices, aux.index_scores = select_topk(
                     q_I, w_I, k_I, q_pos_BT, index_topk or self.indexer.topk, keep_scores=return_index_scores
