@@ -32,6 +32,8 @@ from dsv32.model.rope import apply_rope_interleaved
 
 # Queries per chunk are chosen so one chunk's score tensor holds about this many elements.
 CHUNK_ELEMENTS = 1 << 24
+# Up to this many keys `MLA.mha` runs fp32 CPU attention as batched matmuls, not the flash kernel.
+SHORT_ATTENTION_KEYS = 128
 
 
 def _chunk_size(batch: int, heads: int, width: int, requested: int | None) -> int:
@@ -191,20 +193,42 @@ class MLA(nn.Module):
         q_BHTD = torch.cat((q_nope, q_pe), -1).transpose(1, 2)
         k_BHSD = torch.cat((k_nope, k_pe[:, :, None].expand(b, s, h, self.dr)), -1).transpose(1, 2)
         v_BHSV = v.transpose(1, 2)
+        starts_at_zero = t == s and bool((q_pos_BT == torch.arange(t, device=q_pos_BT.device)).all())
+        mask = None
+        if not starts_at_zero or indices_BTK is not None:
+            mask = causal_mask(q_pos_BT, s)
+            if indices_BTK is not None:
+                mask &= selection_mask(indices_BTK, s)
+        if s <= SHORT_ATTENTION_KEYS and q_BHTD.device.type == "cpu" and q_BHTD.dtype == torch.float32:
+            return self.o_proj(_short_attention(q_BHTD, k_BHSD, v_BHSV, mask, self.scale).flatten(2))
         pad = self.dn + self.dr - self.dv
         if pad > 0 and v.device.type == "cpu":
             # PyTorch's CPU flash kernel needs V as wide as Q/K; otherwise SDPA falls back to its
             # unfused math path, 3-4x slower forward and backward at these widths (zeros add nothing).
             v_BHSV = F.pad(v_BHSV, (0, pad))
-        starts_at_zero = t == s and bool((q_pos_BT == torch.arange(t, device=q_pos_BT.device)).all())
-        if starts_at_zero and indices_BTK is None:
+        if mask is None:
             o = F.scaled_dot_product_attention(q_BHTD, k_BHSD, v_BHSV, is_causal=True, scale=self.scale)
         else:
-            mask = causal_mask(q_pos_BT, s)
-            if indices_BTK is not None:
-                mask &= selection_mask(indices_BTK, s)
             o = F.scaled_dot_product_attention(
                 q_BHTD, k_BHSD, v_BHSV, attn_mask=mask[:, None], scale=self.scale
             )
         o = o[..., : self.dv]
         return self.o_proj(o.transpose(1, 2).flatten(2))
+
+
+def _short_attention(q_BHTD, k_BHSD, v_BHSV, visible_BTS, scale: float) -> torch.Tensor:
+    """Softmax attention as two batched matmuls with the mask as an additive bias -> [B, T, H, V].
+    Causal from position 0 when `visible_BTS` is None. For short sequences on CPU: forward +
+    backward 1.2-1.4x faster than the flash kernel at up to 128 keys (slower from about 256)."""
+    b, h, t, d = q_BHTD.shape
+    s, dv = k_BHSD.shape[2], v_BHSV.shape[-1]
+    if visible_BTS is None:
+        visible_BTS = torch.ones(t, s, dtype=torch.bool, device=q_BHTD.device).tril()[None]
+    bias_BTS = torch.zeros(visible_BTS.shape, dtype=q_BHTD.dtype, device=q_BHTD.device)
+    bias_BTS.masked_fill_(~visible_BTS, float("-inf"))
+    bias = bias_BTS[:, None].expand(b, h, t, s).reshape(b * h, t, s)
+    scores = torch.baddbmm(
+        bias, q_BHTD.reshape(b * h, t, d), k_BHSD.reshape(b * h, s, d).transpose(1, 2), alpha=scale
+    )
+    o = torch.bmm(torch.softmax(scores, dim=-1), v_BHSV.reshape(b * h, s, dv))
+    return o.view(b, h, t, dv).transpose(1, 2)
