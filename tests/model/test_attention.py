@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from dsv32.model import mla
 from dsv32.model.indexer import select_topk
 from dsv32.model.mla import attend_latent, attend_latent_reference
 from dsv32.model.transformer import build_model
@@ -10,7 +11,9 @@ def _ids(config, b=2, t=40, seed=0):
     return torch.randint(0, config.vocab_size, (b, t), generator=torch.Generator().manual_seed(seed))
 
 
-def test_mha_form_equals_absorbed_form(tiny_model, tiny_config):
+@pytest.mark.parametrize("short_keys", [128, 0], ids=["batched-matmuls", "sdpa"])
+def test_mha_form_equals_absorbed_form(tiny_model, tiny_config, short_keys, monkeypatch):
+    monkeypatch.setattr(mla, "SHORT_ATTENTION_KEYS", short_keys)  # both MHA kernels
     x = _ids(tiny_config)
     with torch.no_grad():
         mha = tiny_model(x, form="mha").logits
@@ -56,7 +59,10 @@ def test_model_indexer_never_selects_future_tokens(tiny_model, tiny_config):
         assert torch.isfinite(out.index_scores[layer][0][~future]).all()
 
 
-def test_sparse_mha_form_equals_the_absorbed_kernels_with_gradients(tiny_model, tiny_config):
+@pytest.mark.parametrize("short_keys", [128, 0], ids=["batched-matmuls", "sdpa"])
+def test_sparse_mha_form_equals_the_absorbed_kernels_with_gradients(tiny_model, tiny_config, short_keys,
+                                                                     monkeypatch):  # fmt: skip
+    monkeypatch.setattr(mla, "SHORT_ATTENTION_KEYS", short_keys)  # both MHA kernels
     # DSA through SDPA in MHA form (selection as a mask) == the absorbed gather / masked kernels,
     # forward and the gradient reaching the weights, on sequences longer than top-k.
     x = _ids(tiny_config, t=3 * tiny_config.index_topk)
@@ -92,6 +98,24 @@ def _latent_problem(b=2, t=33, h=3, c=12, r=4, k=5, seed=0):
     )
     idx, _ = select_topk(q_i, w_i, k_i, pos, topk=k)
     return q_abs, q_pe, c_kv, k_pe, pos, idx
+
+
+def test_short_attention_equals_sdpa_with_offsets_and_selection(tiny_model, tiny_config, monkeypatch):
+    # A chunk of queries after a prefix (positions 30..39 of 40 keys), with and without a selection.
+    attn = tiny_model.model.layers[0].self_attn
+    g = torch.Generator().manual_seed(0)
+    b, t, s, h = 2, 10, 40, attn.n_heads
+    q_nope, q_pe = torch.randn(b, t, h, attn.dn, generator=g), torch.randn(b, t, h, attn.dr, generator=g)
+    c_kv, k_pe = torch.randn(b, s, attn.kv_rank, generator=g), torch.randn(b, s, attn.dr, generator=g)
+    pos = torch.arange(30, 40).repeat(b, 1)
+    indices = torch.stack([torch.randperm(31 + i, generator=g)[:8] for i in range(t)])[None].repeat(b, 1, 1)
+    for sel in (None, indices):
+        with torch.no_grad():
+            short = attn.mha(q_nope, q_pe, c_kv, k_pe, pos, indices_BTK=sel)
+            monkeypatch.setattr(mla, "SHORT_ATTENTION_KEYS", 0)
+            flash = attn.mha(q_nope, q_pe, c_kv, k_pe, pos, indices_BTK=sel)
+            monkeypatch.undo()
+        torch.testing.assert_close(short, flash, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("impl", ["gather", "masked"])
