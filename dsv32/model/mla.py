@@ -226,7 +226,10 @@ def _short_attention(q_BHTD, k_BHSD, v_BHSV, visible_BTS, scale: float) -> torch
         visible_BTS = torch.ones(t, s, dtype=torch.bool, device=q_BHTD.device).tril()[None]
     bias_BTS = torch.zeros(visible_BTS.shape, dtype=q_BHTD.dtype, device=q_BHTD.device)
     bias_BTS.masked_fill_(~visible_BTS, float("-inf"))
-    bias = bias_BTS[:, None].expand(b, h, t, s).reshape(b * h, t, s)
+    if bias_BTS.shape[0] == 1:  # one mask for all rows: broadcast, no copy
+        bias = bias_BTS.expand(b * h, t, s)
+    else:
+        bias = bias_BTS[:, None].expand(b, h, t, s).reshape(b * h, t, s)
     scores = torch.baddbmm(
         bias, q_BHTD.reshape(b * h, t, d), k_BHSD.reshape(b * h, s, d).transpose(1, 2), alpha=scale
     )
