@@ -14,7 +14,6 @@ graded. This holds exactly for a deterministic policy and in distribution for a 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from dsv32.agent.context import TokenCounter, make_strategy
 from dsv32.agent.loop import Agent, RunResult
 from dsv32.agent.search_env import Question, SearchEnvironment
 from dsv32.agent.trajectory import write_jsonl
-from dsv32.data.io import atomic_write, atomic_write_text
+from dsv32.data.io import atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +153,9 @@ def evaluate(
         report["strategies"][name] = summarize(records, config)
         log.info("%s: accuracy %.3f", name, report["strategies"][name]["accuracy"])
     write_jsonl(out / "results.jsonl", all_records)
-    _write_json(out / "report.json", report)
+    atomic_write_json(out / "report.json", report, ensure_ascii=False)
     plot_accuracy_vs_budget(report, out / "accuracy_vs_steps.png")
     return report
-
-
-def _write_json(path: Path, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def plot_accuracy_vs_budget(report: dict[str, Any], path: str | Path) -> Path:

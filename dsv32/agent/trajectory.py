@@ -7,12 +7,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dsv32.data.io import atomic_write_lines
+from dsv32.data.io import atomic_write_jsonl
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
     """Write records to `path` atomically; parent directories are created."""
-    return atomic_write_lines(path, (json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
+    return atomic_write_jsonl(path, records, ensure_ascii=False, default=str)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -30,8 +30,8 @@ from dsv32.bench.common import (
     parse_lengths,
     save_figure,
     set_threads,
-    write_json,
 )
+from dsv32.data.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def _report(rows, result, out: Path, peak: float) -> None:
         f"{result['threads']} threads; median of {result['reps']}"
     )
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "attention.json", result)
+    atomic_write_json(out / "attention.json", result)
     _plot(rows, out / "attention.png")
     print(f"wrote {out / 'attention.png'} and {out / 'attention.json'}")
     summary = {k: v for k, v in result.items() if k != "rows"}

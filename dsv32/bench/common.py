@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from dsv32.data.io import atomic_write, atomic_write_text
+from dsv32.data.io import atomic_write
 
 
 def median_time(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
@@ -90,10 +89,6 @@ def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
     return str(v)
-
-
-def write_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def save_figure(fig, path: Path) -> None:

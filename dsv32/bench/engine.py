@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from dsv32.bench.common import format_table, save_figure, set_threads, write_json
+from dsv32.bench.common import format_table, save_figure, set_threads
+from dsv32.data.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(["phase", "batch", "engine tok/s", "transformers tok/s", "speedup"], rows))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "engine.json", result)
+    atomic_write_json(out / "engine.json", result)
     _plot(rows, out / "engine.png", args.dtype)
     print(f"wrote {out / 'engine.png'} and {out / 'engine.json'}")
     print(json.dumps(result))

@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from dsv32.bench.common import format_table, write_json
+from dsv32.bench.common import format_table
+from dsv32.data.io import atomic_write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,6 +60,6 @@ def run(args: argparse.Namespace) -> int:
         "parallel_speedup": round(med[1] / med[args.workers], 2),
         "reps": reps,
     }
-    write_json(Path(args.out) / "results.json", result)
+    atomic_write_json(Path(args.out) / "results.json", result)
     print(json.dumps(result))
     return 0

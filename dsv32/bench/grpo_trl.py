@@ -350,7 +350,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dsv32.bench.common import format_table, parse_lengths, save_figure, set_threads, write_json
+    from dsv32.bench.common import format_table, parse_lengths, save_figure, set_threads
+    from dsv32.data.io import atomic_write_json
 
     try:
         import trl  # noqa: F401
@@ -394,7 +395,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "grpo_trl.json", {**summary, "times": [res["times"] for res in results]})
+        atomic_write_json(out / "grpo_trl.json", {**summary, "times": [res["times"] for res in results]})
         _plot(rows, out / "grpo_trl.png", save_figure)
     print(json.dumps(summary))
     return 0

@@ -5,11 +5,12 @@ A reader therefore sees either the old file or the complete new one, never a par
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
@@ -47,3 +48,13 @@ def atomic_write_lines(path: str | os.PathLike, lines: Iterable[str]) -> Path:
             f.write(line.encode("utf-8"))
 
     return atomic_write(path, write)
+
+
+def atomic_write_json(path: str | os.PathLike, value: Any, **dumps_options: Any) -> Path:
+    """`value` as indented JSON (options passed to `json.dumps`) with a final newline, atomically."""
+    return atomic_write_text(path, json.dumps(value, indent=2, **dumps_options) + "\n")
+
+
+def atomic_write_jsonl(path: str | os.PathLike, records: Iterable[Any], **dumps_options: Any) -> Path:
+    """One JSON document per line (options passed to `json.dumps`), streamed, atomically."""
+    return atomic_write_lines(path, (json.dumps(r, **dumps_options) + "\n" for r in records))

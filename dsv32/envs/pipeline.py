@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from dsv32.data.io import atomic_write_lines, atomic_write_text
+from dsv32.data.io import atomic_write_jsonl, atomic_write_text
 from dsv32.envs.agents import make_agent
 from dsv32.envs.categories import category_names, get_category
 from dsv32.envs.format import save_environment
@@ -117,7 +117,7 @@ def synthesize_many(
     elapsed = time.monotonic() - start
     results.sort(key=lambda r: r["env_id"])
     records = [rec for r in results for rec in r["records"]]
-    _write_jsonl(out_dir / "candidates.jsonl", records)
+    atomic_write_jsonl(out_dir / "candidates.jsonl", records, sort_keys=True)
     summary = {
         "n_envs": len(results),
         "n_tasks": sum(r["n_tasks"] for r in results),
@@ -137,10 +137,6 @@ def synthesize_many(
         "synthesized %d environments, %d tasks in %.1fs", summary["n_envs"], summary["n_tasks"], elapsed
     )
     return summary
-
-
-def _write_jsonl(path: Path, items: list[dict]) -> None:
-    atomic_write_lines(path, (json.dumps(item, sort_keys=True) + "\n" for item in items))
 
 
 def load_candidates(out_dir: str | Path) -> list[dict]:

@@ -18,7 +18,8 @@ def _labels(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_pass_at_1(args: argparse.Namespace) -> int:
-    from dsv32.bench.common import format_table, write_json
+    from dsv32.bench.common import format_table
+    from dsv32.data.io import atomic_write_json
     from dsv32.rl.env_tasks import env_tasks
     from dsv32.rl.evaluate import heldout_tasks, pass_at_1
     from dsv32.rl.recipe import load_init
@@ -39,14 +40,15 @@ def cmd_pass_at_1(args: argparse.Namespace) -> int:
     metrics = list(dict.fromkeys(k for r in results.values() for k in r))
     print(format_table(["metric", *labels], [[k, *(results[x].get(k, "") for x in labels)] for k in metrics]))
     if args.json:
-        write_json(args.json, results)
+        atomic_write_json(args.json, results)
         print(f"wrote {args.json}")
     print(json.dumps(results))
     return 0
 
 
 def cmd_long_context(args: argparse.Namespace) -> int:
-    from dsv32.evaluate.longctx import EvalSettings, compare_table, evaluate_checkpoint, write_json
+    from dsv32.data.io import atomic_write_json
+    from dsv32.evaluate.longctx import EvalSettings, compare_table, evaluate_checkpoint
 
     labels = _labels(args)
     attentions = args.attention or ["auto"] * len(args.checkpoint)
@@ -64,7 +66,7 @@ def cmd_long_context(args: argparse.Namespace) -> int:
     }
     print(compare_table(results))
     if args.json:
-        write_json(args.json, results)
+        atomic_write_json(args.json, results)
         print(f"wrote {args.json}")
     return 0
 

@@ -12,7 +12,6 @@ Validation loss is the mean next-token loss on packed stdlib val rows; recall is
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,9 +182,3 @@ def compare_table(results: dict[str, dict]) -> str:
         results[lb]["attention"] + (f" k={results[lb]['index_topk']}" if results[lb]["index_topk"] else "")
         for lb in labels) + " |")  # fmt: skip
     return "\n".join(lines)
-
-
-def write_json(path: str | Path, data: dict) -> None:
-    from dsv32.config import atomic_write_text
-
-    atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")

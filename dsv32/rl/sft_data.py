@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dsv32.data.io import atomic_write_text
+from dsv32.data.io import atomic_write_jsonl
 from dsv32.rl.tasks import ReasoningTask, generate_tasks
 from dsv32.rl.tool_tasks import CalcTask, expert_messages, generate_calc_tasks
 
@@ -135,8 +135,7 @@ def env_expert_examples(
 
 
 def write_jsonl(path: str | Path, examples: Iterable[dict]) -> Path:
-    text = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples)
-    return atomic_write_text(path, text)
+    return atomic_write_jsonl(path, examples, ensure_ascii=False)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
