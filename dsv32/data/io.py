@@ -1,4 +1,5 @@
-"""Atomic file writes: write a temporary file in the target's directory, fsync, then `os.replace`.
+"""Atomic file writes (bytes, text, lines, JSON, JSONL): a temporary file in the target's directory,
+fsync, then `os.replace`.
 
 A reader therefore sees either the old file or the complete new one, never a partial write.
 """
