@@ -139,6 +139,8 @@ def register_verbs(sub) -> None:
     p.add_argument(
         "--init", required=True, help="checkpoint or training run (latest checkpoint), with tokenizer.json"
     )
+    # Names spelled out so the parser needs no torch; a test holds them to rl.presets' VARIANTS and
+    # ABLATIONS (and --runs below to rl.ablations.RUNS).
     p.add_argument("--preset", default="v3.2", choices=("v3.2", "speciale"))
     p.add_argument(
         "--ablation",

@@ -122,3 +122,22 @@ def test_every_run_starts_from_the_sft_weights(sft_dir, tmp_path, monkeypatch):
     for name in [*ablations.CURVES, "tradeoff"]:
         assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert set(summary["runs"]) == {"v3.2", "speciale", "no-opsm"} and set(RUNS) > set(summary["runs"])
+
+
+def test_command_line_choices_are_the_library_names():
+    """The CLI lists the presets, ablations and ablation runs by hand (it must not import torch
+    to build its parser); they must stay the names the library accepts."""
+    import argparse
+
+    from dsv32.rl.ablations import RUNS
+    from dsv32.rl.presets import ABLATIONS, VARIANTS
+    from dsv32.train.commands import register
+
+    parser = argparse.ArgumentParser()
+    register(parser)
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    grpo = {a.dest: a for a in verbs["grpo"]._actions}
+    assert tuple(grpo["ablation"].choices) == ABLATIONS
+    assert tuple(grpo["preset"].choices) == VARIANTS
+    runs_help = {a.dest: a for a in verbs["post-ablations"]._actions}["runs"].help
+    assert runs_help.split()[-1].split(",") == list(RUNS)
