@@ -45,6 +45,7 @@ class InductionProbeConfig:
     lr: float = 3e-3
     warmup_steps: int = 30
     initializer_range: float = 0.05  # dsv32 model only; the reference keeps PyTorch's defaults
+    tie_head: bool = False  # dsv32 model only: tie_word_embeddings (the head is the embedding)
     log_every: int = 25
     seed: int = 0
 
@@ -93,6 +94,7 @@ def _build(arch: str, cfg: InductionProbeConfig) -> nn.Module:
             num_hidden_layers=layers,
             initializer_range=cfg.initializer_range,
             first_k_dense_replace=min(base.first_k_dense_replace, layers),
+            tie_word_embeddings=cfg.tie_head,
         )
         return build_model(model_cfg, seed=cfg.seed)
     return ReferenceTransformer(vocab, base.hidden_size, base.num_attention_heads, base.intermediate_size,

@@ -58,3 +58,12 @@ def test_probe_cli_short_run(capsys):
             assert 0 < r[arch]["copy_loss"] < 10 and 0 <= r[arch]["copy_accuracy"] <= 1
     with pytest.raises(ValueError, match="archs must be"):
         run_induction_probe(InductionProbeConfig(archs=("dsv32", "gpt")))
+
+
+@pytest.mark.parametrize("tie_head", [False, True])
+def test_tie_head_ties_the_dsv32_models_output_head(tie_head):
+    from dsv32.train.induction_probe import _build
+
+    model = _build("dsv32", InductionProbeConfig(preset="tiny", tie_head=tie_head))
+    shared = model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    assert shared == tie_head and model.config.tie_word_embeddings == tie_head
