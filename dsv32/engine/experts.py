@@ -1,7 +1,8 @@
 """Routed experts of one MoE layer run as two grouped matmuls instead of a loop over experts.
 
-The model's `MoE.forward` loops over experts (one small matmul triple each), which at decode time,
-with a few tokens per expert, costs more in per-call overhead than in arithmetic. Here the gate is
+The model's `MoE.forward` loops over experts (one small matmul triple each; grouped matmuls on
+weights it stacks on every call where the shares are small), which at decode time, with a few tokens
+per expert, costs more in per-call overhead than in arithmetic. Here the gate is
 the model's own (`MoE.gate`, same routing), the routed experts' weights are stacked once into
 [E, D, 2I] (gate|up) and [E, I, D] (down), the token slots are sorted by expert, and the SwiGLU runs
 as two grouped matmuls (`F.grouped_mm` on CPU: no padding, experts without slots skipped). Where

@@ -182,7 +182,8 @@ class MLA(nn.Module):
         return self.o_proj(o_BTHV.flatten(2))
 
     def mha(self, q_nope, q_pe, c_kv, k_pe, q_pos_BT, indices_BTK=None) -> torch.Tensor:
-        """MHA-form causal attention: expand the latent per head and run SDPA. -> [B, T, hidden].
+        """MHA-form causal attention: expand the latent per head and run SDPA (two batched matmuls
+        instead for at most SHORT_ATTENTION_KEYS keys in fp32 on CPU). -> [B, T, hidden].
 
         With `indices_BTK` each query sees only its selected keys (DSA in MHA form: the same
         softmax over the same set as the absorbed form, at h (dn + dr + dv) multiply-adds per
