@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dsv32.model.moe import MoE, Routing
+from dsv32.model.moe import MoE, Routing, grouped_swiglu
 
 SLOT_LOOP_MAX = 4  # token slots up to which a plain loop of matmuls beats grouping
 
@@ -133,9 +133,7 @@ class StackedExperts:
     def _grouped_mm(self, x_MD: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """SwiGLU of each expert on its run of the sorted slot rows: two grouped matmuls, no padding;
         an expert with no rows is skipped, weights and all."""
-        offsets = torch.cumsum(counts, 0).to(torch.int32)
-        gate, up = F.grouped_mm(x_MD, self.w_gate_up, offs=offsets).chunk(2, dim=-1)
-        return F.grouped_mm(F.silu(gate) * up, self.w_down, offs=offsets)
+        return grouped_swiglu(x_MD, self.w_gate_up, self.w_down, torch.cumsum(counts, 0).to(torch.int32))
 
     def _padded_bmm(self, x_ND, flat, order, counts, k: int) -> torch.Tensor:
         """The same as `_grouped_mm` (rows in sorted slot order) where grouped matmuls are missing:

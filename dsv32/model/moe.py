@@ -125,10 +125,17 @@ class MoE(nn.Module):
         tokens = order // k
         w_gate_up = torch.stack([torch.cat((e.gate_proj.weight, e.up_proj.weight)) for e in self.experts])
         w_down = torch.stack([e.down_proj.weight for e in self.experts])
-        gate, up = F.grouped_mm(x_ND[tokens], w_gate_up.transpose(1, 2), offs=offsets).chunk(2, dim=-1)
-        out_MD = F.grouped_mm(F.silu(gate) * up, w_down.transpose(1, 2), offs=offsets)
+        out_MD = grouped_swiglu(x_ND[tokens], w_gate_up.transpose(1, 2), w_down.transpose(1, 2), offsets)
         out_MD = out_MD * routing.weights.flatten()[order, None].to(x_ND.dtype)
         return torch.zeros_like(x_ND).index_add(0, tokens, out_MD)
+
+
+def grouped_swiglu(x_MD: torch.Tensor, w_gate_up_EDJ: torch.Tensor, w_down_EID: torch.Tensor,
+                   offsets_E: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """SwiGLU of expert e on rows offsets[e-1]:offsets[e] of x (rows sorted by expert; int32 end
+    offsets): two grouped matmuls. w_gate_up [E, D, 2I] (gate | up), w_down [E, I, D]."""
+    gate, up = F.grouped_mm(x_MD, w_gate_up_EDJ, offs=offsets_E).chunk(2, dim=-1)
+    return F.grouped_mm(F.silu(gate) * up, w_down_EID, offs=offsets_E)
 
 
 # Mean multiply-adds per expert matmul below which the grouped path wins on CPU (measured in
