@@ -134,12 +134,21 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _span(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--span must be MIN,MAX (two integers), got {text!r}") from None
+    return low, high
+
+
 def cmd_probe_induction(args: argparse.Namespace) -> int:
     from dsv32.train.induction_probe import InductionProbeConfig, run_induction_probe
 
     cfg = InductionProbeConfig(preset=args.preset, layers=args.layers or None,
                                archs=tuple(a.strip() for a in args.archs.split(",") if a.strip()),
-                               n_symbols=args.symbols, seq_len=args.seq_len, batch_size=args.batch_size,
+                               n_symbols=args.symbols, span=_span(args.span), seq_len=args.seq_len,
+                               batch_size=args.batch_size,
                                steps=args.steps, lr=args.lr, initializer_range=args.init_range,
                                tie_head=args.tie_head, log_every=args.log_every, seed=args.seed)  # fmt: skip
     print(f"{'step':>6s} " + " ".join(f"{a + ' copy loss':>22s} {'accuracy':>9s}" for a in cfg.archs))
@@ -249,6 +258,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int, default=2, help="depth of both models (0: the preset's)")
     p.add_argument("--archs", default="dsv32,reference", help="comma-separated subset of dsv32,reference")
     p.add_argument("--symbols", type=int, default=64, help="alphabet of the random spans")
+    p.add_argument("--span", default="8,32", help="MIN,MAX length of the random spans (default 8,32)")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=400)

@@ -67,3 +67,13 @@ def test_tie_head_ties_the_dsv32_models_output_head(tie_head):
     model = _build("dsv32", InductionProbeConfig(preset="tiny", tie_head=tie_head))
     shared = model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     assert shared == tie_head and model.config.tie_word_embeddings == tie_head
+
+
+def test_span_flag_reaches_the_rows_and_bad_values_are_errors(capsys):
+    args = ["train", "probe-induction", "--preset", "tiny", "--archs", "dsv32", "--seq-len", "32",
+            "--batch-size", "2", "--steps", "1", "--symbols", "16", "--span", "4,6"]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["config"]["span"] == [4, 6]
+    for bad in ("7", "a,b", "6,4"):
+        assert main(args[:-1] + [bad]) == 2
+        assert "span" in capsys.readouterr().err
