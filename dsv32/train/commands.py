@@ -150,7 +150,8 @@ def cmd_probe_induction(args: argparse.Namespace) -> int:
                                n_symbols=args.symbols, span=_span(args.span), seq_len=args.seq_len,
                                batch_size=args.batch_size,
                                steps=args.steps, lr=args.lr, initializer_range=args.init_range,
-                               tie_head=args.tie_head, log_every=args.log_every, seed=args.seed)  # fmt: skip
+                               tie_head=args.tie_head, yarn=not args.no_yarn, log_every=args.log_every,
+                               seed=args.seed)  # fmt: skip
     print(f"{'step':>6s} " + " ".join(f"{a + ' copy loss':>22s} {'accuracy':>9s}" for a in cfg.archs))
 
     def show(r):
@@ -265,6 +266,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--init-range", type=float, default=0.05, help="initializer_range of the dsv32 model")
     p.add_argument("--tie-head", action="store_true", help="dsv32 model: output head tied to the embedding")
+    p.add_argument("--no-yarn", action="store_true", help="dsv32 model: plain RoPE (no YaRN scaling)")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_probe_induction)

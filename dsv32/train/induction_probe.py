@@ -46,6 +46,7 @@ class InductionProbeConfig:
     warmup_steps: int = 30
     initializer_range: float = 0.05  # dsv32 model only; the reference keeps PyTorch's defaults
     tie_head: bool = False  # dsv32 model only: tie_word_embeddings (the head is the embedding)
+    yarn: bool = True  # dsv32 model only: False drops the preset's YaRN rope scaling (plain RoPE)
     log_every: int = 25
     seed: int = 0
 
@@ -95,6 +96,7 @@ def _build(arch: str, cfg: InductionProbeConfig) -> nn.Module:
             initializer_range=cfg.initializer_range,
             first_k_dense_replace=min(base.first_k_dense_replace, layers),
             tie_word_embeddings=cfg.tie_head,
+            rope_scaling=base.rope_scaling if cfg.yarn else None,
         )
         return build_model(model_cfg, seed=cfg.seed)
     return ReferenceTransformer(vocab, base.hidden_size, base.num_attention_heads, base.intermediate_size,

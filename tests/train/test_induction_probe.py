@@ -77,3 +77,10 @@ def test_span_flag_reaches_the_rows_and_bad_values_are_errors(capsys):
     for bad in ("7", "a,b", "6,4"):
         assert main(args[:-1] + [bad]) == 2
         assert "span" in capsys.readouterr().err
+
+
+def test_no_yarn_builds_plain_rope():
+    from dsv32.train.induction_probe import _build
+
+    assert _build("dsv32", InductionProbeConfig(preset="tiny")).config.rope_scaling is not None
+    assert _build("dsv32", InductionProbeConfig(preset="tiny", yarn=False)).config.rope_scaling is None
