@@ -135,11 +135,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _span(text: str) -> tuple[int, int]:
-    try:
-        low, high = (int(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"--span must be MIN,MAX (two integers), got {text!r}") from None
-    return low, high
+    from dsv32.bench.common import parse_lengths
+
+    values = parse_lengths(text, "--span")
+    if len(values) != 2:
+        raise ValueError(f"--span must be MIN,MAX (two integers), got {text!r}")
+    return values[0], values[1]
 
 
 def cmd_probe_induction(args: argparse.Namespace) -> int:
