@@ -143,6 +143,19 @@ def _span(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def _model_sets(texts: list[str]) -> dict:
+    """`--model-set key=value` flags as a dict of ModelConfig changes (values parsed as JSON)."""
+    from dsv32.train.config import parse_override
+
+    out = {}
+    for text in texts:
+        path, value = parse_override(text)
+        if len(path) != 1:
+            raise ValueError(f"--model-set {text!r}: the key must be one ModelConfig field")
+        out[path[0]] = value
+    return out
+
+
 def cmd_probe_induction(args: argparse.Namespace) -> int:
     from dsv32.train.induction_probe import InductionProbeConfig, run_induction_probe
 
@@ -151,7 +164,8 @@ def cmd_probe_induction(args: argparse.Namespace) -> int:
                                n_symbols=args.symbols, span=_span(args.span), seq_len=args.seq_len,
                                batch_size=args.batch_size,
                                steps=args.steps, lr=args.lr, initializer_range=args.init_range,
-                               tie_head=args.tie_head, yarn=not args.no_yarn, log_every=args.log_every,
+                               tie_head=args.tie_head, yarn=not args.no_yarn,
+                               model_overrides=_model_sets(args.model_set), log_every=args.log_every,
                                seed=args.seed)  # fmt: skip
     print(f"{'step':>6s} " + " ".join(f"{a + ' copy loss':>22s} {'accuracy':>9s}" for a in cfg.archs))
 
@@ -268,6 +282,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--init-range", type=float, default=0.05, help="initializer_range of the dsv32 model")
     p.add_argument("--tie-head", action="store_true", help="dsv32 model: output head tied to the embedding")
     p.add_argument("--no-yarn", action="store_true", help="dsv32 model: plain RoPE (no YaRN scaling)")
+    p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="dsv32 model: a ModelConfig change, e.g. kv_lora_rank=256 (repeatable)")  # fmt: skip
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_probe_induction)

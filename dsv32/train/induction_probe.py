@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dsv32.config import preset
+from dsv32.config import ModelConfig, preset
 from dsv32.data.induction import InductionRows
 from dsv32.model.transformer import build_model
 
@@ -47,6 +47,8 @@ class InductionProbeConfig:
     initializer_range: float = 0.05  # dsv32 model only; the reference keeps PyTorch's defaults
     tie_head: bool = False  # dsv32 model only: tie_word_embeddings (the head is the embedding)
     yarn: bool = True  # dsv32 model only: False drops the preset's YaRN rope scaling (plain RoPE)
+    # dsv32 model only: any other ModelConfig field, e.g. {"kv_lora_rank": 256} to widen MLA's latent
+    model_overrides: dict = field(default_factory=dict)
     log_every: int = 25
     seed: int = 0
 
@@ -90,15 +92,15 @@ def _build(arch: str, cfg: InductionProbeConfig) -> nn.Module:
     vocab = FIRST_SYMBOL + cfg.n_symbols
     torch.manual_seed(cfg.seed)
     if arch == "dsv32":
-        model_cfg = base.replace(
-            vocab_size=vocab,
-            num_hidden_layers=layers,
-            initializer_range=cfg.initializer_range,
-            first_k_dense_replace=min(base.first_k_dense_replace, layers),
-            tie_word_embeddings=cfg.tie_head,
-            rope_scaling=base.rope_scaling if cfg.yarn else None,
-        )
-        return build_model(model_cfg, seed=cfg.seed)
+        changes = {
+            "vocab_size": vocab,
+            "num_hidden_layers": layers,
+            "initializer_range": cfg.initializer_range,
+            "first_k_dense_replace": min(base.first_k_dense_replace, layers),
+            "tie_word_embeddings": cfg.tie_head,
+            "rope_scaling": base.rope_scaling if cfg.yarn else None,
+        }
+        return build_model(base.replace(**{**changes, **cfg.model_overrides}), seed=cfg.seed)
     return ReferenceTransformer(vocab, base.hidden_size, base.num_attention_heads, base.intermediate_size,
                                 layers, cfg.seq_len)  # fmt: skip
 
@@ -109,6 +111,9 @@ def run_induction_probe(cfg: InductionProbeConfig, progress=print) -> dict:
         raise ValueError(f"archs must be a non-empty subset of {ARCHS}, got {cfg.archs!r}")
     if cfg.n_symbols < 2 or cfg.steps < 1 or cfg.batch_size < 1 or cfg.log_every < 1:
         raise ValueError("need n_symbols >= 2 and steps, batch_size, log_every >= 1")
+    known = {f.name for f in fields(ModelConfig)}
+    if bad := sorted(set(cfg.model_overrides) - known):
+        raise ValueError(f"model_overrides: {bad} are not ModelConfig fields")
     symbols = np.arange(FIRST_SYMBOL, FIRST_SYMBOL + cfg.n_symbols)
     rows = InductionRows(cfg.steps * cfg.batch_size, cfg.seq_len, symbols, seed=cfg.seed, span=cfg.span)
     warm = max(1, cfg.warmup_steps)

@@ -84,3 +84,21 @@ def test_no_yarn_builds_plain_rope():
 
     assert _build("dsv32", InductionProbeConfig(preset="tiny")).config.rope_scaling is not None
     assert _build("dsv32", InductionProbeConfig(preset="tiny", yarn=False)).config.rope_scaling is None
+
+
+def test_model_set_changes_the_dsv32_model_and_unknown_fields_are_errors(capsys):
+    args = ["train", "probe-induction", "--preset", "tiny", "--archs", "dsv32", "--seq-len", "32",
+            "--batch-size", "2", "--steps", "1", "--symbols", "16",
+            "--model-set", "kv_lora_rank=48", "--model-set", "first_k_dense_replace=2"]  # fmt: skip
+    assert main(args) == 0
+    config = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["config"]
+    assert config["model_overrides"] == {"kv_lora_rank": 48, "first_k_dense_replace": 2}
+
+    from dsv32.train.induction_probe import _build
+
+    model = _build("dsv32", InductionProbeConfig(preset="tiny", model_overrides={"kv_lora_rank": 48}))
+    assert model.config.kv_lora_rank == 48
+    assert main(args[:-1] + ["kv_rank=48"]) == 2
+    assert "kv_rank" in capsys.readouterr().err
+    assert main(args[:-1] + ["a.b=1"]) == 2
+    assert "--model-set" in capsys.readouterr().err
