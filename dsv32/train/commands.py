@@ -162,9 +162,9 @@ def cmd_probe_induction(args: argparse.Namespace) -> int:
     cfg = InductionProbeConfig(preset=args.preset, layers=args.layers or None,
                                archs=tuple(a.strip() for a in args.archs.split(",") if a.strip()),
                                n_symbols=args.symbols, span=_span(args.span), seq_len=args.seq_len,
-                               batch_size=args.batch_size,
-                               steps=args.steps, lr=args.lr, initializer_range=args.init_range,
-                               tie_head=args.tie_head, yarn=not args.no_yarn,
+                               batch_size=args.batch_size, steps=args.steps, lr=args.lr,
+                               initializer_range=args.init_range, tie_head=args.tie_head,
+                               yarn=not args.no_yarn, abs_positions=args.abs_positions,
                                model_overrides=_model_sets(args.model_set), log_every=args.log_every,
                                seed=args.seed)  # fmt: skip
     print(f"{'step':>6s} " + " ".join(f"{a + ' copy loss':>22s} {'accuracy':>9s}" for a in cfg.archs))
@@ -282,6 +282,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--init-range", type=float, default=0.05, help="initializer_range of the dsv32 model")
     p.add_argument("--tie-head", action="store_true", help="dsv32 model: output head tied to the embedding")
     p.add_argument("--no-yarn", action="store_true", help="dsv32 model: plain RoPE (no YaRN scaling)")
+    p.add_argument("--abs-positions", action="store_true",
+                   help="dsv32 model: add learned absolute positions (not in DeepSeek-V3.2)")  # fmt: skip
     p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
                    help="dsv32 model: a ModelConfig change, e.g. kv_lora_rank=256 (repeatable)")  # fmt: skip
     p.add_argument("--log-every", type=int, default=25)

@@ -47,6 +47,9 @@ class InductionProbeConfig:
     initializer_range: float = 0.05  # dsv32 model only; the reference keeps PyTorch's defaults
     tie_head: bool = False  # dsv32 model only: tie_word_embeddings (the head is the embedding)
     yarn: bool = True  # dsv32 model only: False drops the preset's YaRN rope scaling (plain RoPE)
+    # dsv32 model only: add learned absolute positions to the token embedding, as the reference has
+    # (not part of DeepSeek-V3.2, which has RoPE only: this asks whether positions are what it lacks)
+    abs_positions: bool = False
     # dsv32 model only: any other ModelConfig field, e.g. {"kv_lora_rank": 256} to widen MLA's latent
     model_overrides: dict = field(default_factory=dict)
     log_every: int = 25
@@ -86,6 +89,16 @@ def escape_step(history: list[dict], arch: str, plateau: float, margin: float = 
     return next((r["step"] for r in history if r[arch]["copy_loss"] <= plateau - margin), None)
 
 
+def _add_absolute_positions(model: nn.Module, max_len: int, std: float) -> None:
+    """Learned position embeddings added to the token embedding's output (a registered submodule,
+    so the optimizer trains it)."""
+    model.probe_positions = nn.Embedding(max_len, model.config.hidden_size)
+    nn.init.normal_(model.probe_positions.weight, std=std)
+    model.model.embed_tokens.register_forward_hook(
+        lambda _module, _inputs, out: out + model.probe_positions.weight[: out.shape[-2]]
+    )
+
+
 def _build(arch: str, cfg: InductionProbeConfig) -> nn.Module:
     base = preset(cfg.preset)
     layers = cfg.layers or base.num_hidden_layers
@@ -100,7 +113,10 @@ def _build(arch: str, cfg: InductionProbeConfig) -> nn.Module:
             "tie_word_embeddings": cfg.tie_head,
             "rope_scaling": base.rope_scaling if cfg.yarn else None,
         }
-        return build_model(base.replace(**{**changes, **cfg.model_overrides}), seed=cfg.seed)
+        model = build_model(base.replace(**{**changes, **cfg.model_overrides}), seed=cfg.seed)
+        if cfg.abs_positions:
+            _add_absolute_positions(model, cfg.seq_len, cfg.initializer_range)
+        return model
     return ReferenceTransformer(vocab, base.hidden_size, base.num_attention_heads, base.intermediate_size,
                                 layers, cfg.seq_len)  # fmt: skip
 

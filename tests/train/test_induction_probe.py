@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -102,3 +103,14 @@ def test_model_set_changes_the_dsv32_model_and_unknown_fields_are_errors(capsys)
     assert "kv_rank" in capsys.readouterr().err
     assert main(args[:-1] + ["a.b=1"]) == 2
     assert "--model-set" in capsys.readouterr().err
+
+
+def test_abs_positions_add_a_learned_embedding_per_position():
+    from dsv32.train.induction_probe import _build
+
+    cfg = InductionProbeConfig(preset="tiny", seq_len=8)
+    plain, with_pos = _build("dsv32", cfg), _build("dsv32", replace(cfg, abs_positions=True))
+    ids = torch.tensor([[2, 3, 2, 3]])
+    emb = with_pos.model.embed_tokens(ids)
+    torch.testing.assert_close(emb[0], plain.model.embed_tokens(ids)[0] + with_pos.probe_positions.weight[:4])
+    assert any(p is with_pos.probe_positions.weight for p in with_pos.parameters())
