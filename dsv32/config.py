@@ -2,10 +2,12 @@
 
 Field names are the official Hugging Face keys, so a `config.json` from a real checkpoint loads
 as is and is written back with every key it had (keys this project does not use are kept in
-`extra`). Two keys are dsv32's own and say how the lightning indexer is emulated:
+`extra`). Three keys are dsv32's own. Two say how the lightning indexer is emulated:
 `index_hadamard` (rotate q/k by a normalised Hadamard matrix) and `index_fp8` (FP8 e4m3 "ue8m0"
 quantisation of q/k). The official inference code does both; they are off in the small presets,
-which train the indexer in full precision.
+which train the indexer in full precision. The third, `embedding_initializer_range`, only concerns
+training from scratch: the token embedding's init std (null: `initializer_range`, as in the official
+code); a larger one lets small models form copying circuits sooner (README, induction probes).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class ModelConfig:
     # dsv32's own keys: how the indexer is emulated (see module docstring).
     index_hadamard: bool = True
     index_fp8: bool = True
+    embedding_initializer_range: float | None = None
     # Official keys this project does not interpret, kept so a round trip loses nothing.
     extra: dict[str, Any] = field(default_factory=lambda: dict(_PASSTHROUGH_DEFAULTS))
 
@@ -141,6 +144,10 @@ class ModelConfig:
         need(
             self.index_topk >= 1 if isinstance(self.index_topk, int) else False,
             f"index_topk must be an integer >= 1, got {self.index_topk!r}",
+        )
+        need(
+            self.embedding_initializer_range is None or self.embedding_initializer_range > 0,
+            f"embedding_initializer_range must be > 0 or null, got {self.embedding_initializer_range!r}",
         )
         need(
             self.qk_rope_head_dim % 2 == 0,

@@ -75,14 +75,17 @@ class DeepseekV32ForCausalLM(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, seed: int | None = None) -> None:
-        """Normal(0, initializer_range) for matrices; norms to 1 (and 0 bias); expert bias to 0."""
+        """Normal(0, initializer_range) for matrices (the token embedding: embedding_initializer_range
+        when set, which a tied head shares); norms to 1 (and 0 bias); expert bias to 0."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         std = self.config.initializer_range
+        embedding_std = self.config.embedding_initializer_range or std
         for name, p in self.named_parameters():
             if p.device.type == "meta":
                 continue
             if p.dim() >= 2:
-                values = torch.randn(p.shape, generator=gen, dtype=torch.float32) * std
+                scale = embedding_std if name == "model.embed_tokens.weight" else std
+                values = torch.randn(p.shape, generator=gen, dtype=torch.float32) * scale
                 p.copy_(values.to(p.device, p.dtype))
             elif name.endswith("bias"):
                 p.zero_()

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from dsv32.config import ModelConfig, preset
 from dsv32.model.accounting import count_params
@@ -48,6 +49,7 @@ def test_reads_transformers_rope_parameters():
         ({"rope_scaling": {"type": "linear", "factor": 2}}, "rope_scaling type"),
         ({"index_hadamard": True, "index_head_dim": 24}, "power of two"),
         ({"first_k_dense_replace": 9}, "first_k_dense_replace"),
+        ({"embedding_initializer_range": 0.0}, "embedding_initializer_range must be > 0"),
     ],
 )
 def test_bad_configs_raise_clear_errors(changes, message):
@@ -92,3 +94,20 @@ def test_deepseek_v32_counts():
     # 37.55B activated without the indexers (DeepSeek-V3's 37B), 38.40B with them.
     assert counts.activated_without_indexers == 37_552_297_472
     assert counts.activated == 38_403_822_336
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_embedding_initializer_range_sets_only_the_embedding(tied):
+    base = preset("tiny").replace(tie_word_embeddings=tied)
+    plain = build_model(base, seed=0)
+    wide = build_model(base.replace(embedding_initializer_range=0.5), seed=0)
+    emb = wide.model.embed_tokens.weight
+    assert abs(float(emb.std()) - 0.5) < 0.02
+    # same draws, scaled: the embedding is 25x the default one, every other matrix is identical
+    torch.testing.assert_close(emb, plain.model.embed_tokens.weight * 25)
+    head_std = float(wide.lm_head.weight.std())
+    assert (abs(head_std - 0.5) < 0.02) if tied else (abs(head_std - 0.02) < 1e-3)
+    for (name, a), (_, b) in zip(wide.named_parameters(), plain.named_parameters(), strict=True):
+        if name != "model.embed_tokens.weight":
+            torch.testing.assert_close(a, b, msg=name)
+    assert ModelConfig.from_dict(wide.config.to_dict()).embedding_initializer_range == 0.5
