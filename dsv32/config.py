@@ -244,6 +244,9 @@ class ModelConfig:
             raise ValueError(f"{path}: {err}") from err
 
     def replace(self, **changes: Any) -> ModelConfig:
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"invalid model config: {unknown} are not ModelConfig fields")
         return dataclasses.replace(self, **changes)
 
 

@@ -115,7 +115,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
                       steps=args.steps, lr=args.lr, initializer_range=args.init_range, tie_head=args.tie_head,
                       curriculum=curriculum, log_every=args.log_every, seed=args.seed,
                       max_files=args.max_files, eval_lens=eval_lens,
-                      eval_samples=args.eval_samples, n_pairs=args.n_pairs)  # fmt: skip
+                      eval_samples=args.eval_samples, n_pairs=args.n_pairs,
+                      model_overrides=_model_sets(args.model_set))  # fmt: skip
     print(f"{'step':>6s} {'context':>8s} {'answer loss':>12s} {'accuracy':>9s} {'exact':>7s} "
           f"{'p0':>6s} {'p1':>6s} {'p2':>6s} {'seconds':>8s}")  # fmt: skip
 
@@ -256,6 +257,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--init-range", type=float, default=0.05, help="initializer_range of the fresh model")
     p.add_argument("--tie-head", action="store_true", help="tie_word_embeddings: the head is the embedding")
+    p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a ModelConfig change, e.g. kv_lora_rank=128 (repeatable)")  # fmt: skip
     p.add_argument(
         "--curriculum",
         default=None,

@@ -20,7 +20,7 @@ uses the same task generators as training (`dsv32.data.longctx`) and the stage's
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ class ProbeConfig:
     warmup_steps: int = 30
     initializer_range: float = 0.05
     tie_head: bool = False
+    model_overrides: dict = field(default_factory=dict)  # any other ModelConfig change
     curriculum: list[tuple[int, int, int]] | None = None  # (seq_len, batch_size, steps) per phase
     n_pairs: int = 2  # kv_recall at short contexts
     log_every: int = 25
@@ -137,9 +138,9 @@ def run_probe(cfg: ProbeConfig, cache_dir: str | Path, progress=print) -> list[d
     tok = get_tokenizer(data, corpus, Path(cache_dir))
     code = list(corpus.texts("val"))[:50] if cfg.task == "code_needle" else []
     tasks = LongContextTasks(tok, code_texts=code, options=task_options(data))
-    model_cfg = preset(cfg.preset).replace(
-        vocab_size=tok.vocab_size, initializer_range=cfg.initializer_range, tie_word_embeddings=cfg.tie_head
-    )
+    changes = {"vocab_size": tok.vocab_size, "initializer_range": cfg.initializer_range,
+               "tie_word_embeddings": cfg.tie_head}  # fmt: skip
+    model_cfg = preset(cfg.preset).replace(**{**changes, **cfg.model_overrides})
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg, seed=cfg.seed)
     params = list(model.parameters())

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dsv32.cli import main
+from dsv32.model.transformer import build_model
 from dsv32.train.probe import answer_metrics, parse_curriculum
 
 
@@ -26,17 +27,24 @@ def test_answer_metrics_by_hand():
     assert (m["p0"], m["p1"]) == (0.5, 1.0) and math.isnan(m["p2"])
 
 
-def test_probe_cli_short_run(capsys, tmp_path):
+def test_probe_cli_short_run(capsys, tmp_path, monkeypatch):
     import dsv32.train.probe as probe
 
+    built = []
+    monkeypatch.setattr(
+        probe, "build_model", lambda cfg, seed: built.append(cfg) or build_model(cfg, seed=seed)
+    )
     args = ["train", "probe-retrieval", "--preset", "tiny", "--seq-len", "112", "--batch-size", "2",
             "--steps", "3", "--log-every", "2", "--tie-head", "--cache-dir", str(tmp_path),
-            "--max-files", "40"]  # fmt: skip
+            "--max-files", "40", "--model-set", "embedding_initializer_range=0.5"]  # fmt: skip
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [r["step"] for r in result["history"]] == [2, 3]
     assert result["config"]["tie_head"] and result["config"]["seq_len"] == 112
     assert result["config"]["max_files"] == 40
+    assert built[0].embedding_initializer_range == 0.5 and built[0].tie_word_embeddings
+    assert main(args[:-1] + ["embedding_range=0.5"]) == 2
+    assert "embedding_range" in capsys.readouterr().err
     for r in result["history"]:
         assert r["loss"] > 0 and 0 <= r["exact_match"] <= 1
     with pytest.raises(ValueError, match="unknown task"):
