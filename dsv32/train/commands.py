@@ -166,6 +166,7 @@ def cmd_probe_induction(args: argparse.Namespace) -> int:
                                batch_size=args.batch_size, steps=args.steps, lr=args.lr,
                                initializer_range=args.init_range, tie_head=args.tie_head,
                                yarn=not args.no_yarn, abs_positions=args.abs_positions,
+                               reference_init_range=args.reference_init_range,
                                model_overrides=_model_sets(args.model_set), log_every=args.log_every,
                                seed=args.seed)  # fmt: skip
     print(f"{'step':>6s} " + " ".join(f"{a + ' copy loss':>22s} {'accuracy':>9s}" for a in cfg.archs))
@@ -287,6 +288,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--no-yarn", action="store_true", help="dsv32 model: plain RoPE (no YaRN scaling)")
     p.add_argument("--abs-positions", action="store_true",
                    help="dsv32 model: add learned absolute positions (not in DeepSeek-V3.2)")  # fmt: skip
+    p.add_argument(
+        "--reference-init-range",
+        type=float,
+        default=None,
+        help="reference model: Normal(0, this) for every matrix instead of PyTorch's defaults",
+    )
     p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
                    help="dsv32 model: a ModelConfig change, e.g. kv_lora_rank=256 (repeatable)")  # fmt: skip
     p.add_argument("--log-every", type=int, default=25)

@@ -52,6 +52,9 @@ class InductionProbeConfig:
     abs_positions: bool = False
     # dsv32 model only: any other ModelConfig field, e.g. {"kv_lora_rank": 256} to widen MLA's latent
     model_overrides: dict = field(default_factory=dict)
+    # reference only: Normal(0, this) for every matrix (embeddings included) and zero biases instead
+    # of PyTorch's defaults (embeddings N(0, 1)); None keeps the defaults
+    reference_init_range: float | None = None
     log_every: int = 25
     seed: int = 0
 
@@ -117,8 +120,16 @@ def _build(arch: str, cfg: InductionProbeConfig) -> nn.Module:
         if cfg.abs_positions:
             _add_absolute_positions(model, cfg.seq_len, cfg.initializer_range)
         return model
-    return ReferenceTransformer(vocab, base.hidden_size, base.num_attention_heads, base.intermediate_size,
-                                layers, cfg.seq_len)  # fmt: skip
+    model = ReferenceTransformer(vocab, base.hidden_size, base.num_attention_heads, base.intermediate_size,
+                                 layers, cfg.seq_len)  # fmt: skip
+    if cfg.reference_init_range is not None:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if p.dim() >= 2:
+                    p.normal_(0.0, cfg.reference_init_range)
+                elif name.endswith("bias"):
+                    p.zero_()
+    return model
 
 
 def run_induction_probe(cfg: InductionProbeConfig, progress=print) -> dict:

@@ -114,3 +114,18 @@ def test_abs_positions_add_a_learned_embedding_per_position():
     emb = with_pos.model.embed_tokens(ids)
     torch.testing.assert_close(emb[0], plain.model.embed_tokens(ids)[0] + with_pos.probe_positions.weight[:4])
     assert any(p is with_pos.probe_positions.weight for p in with_pos.parameters())
+
+
+def test_reference_init_range_replaces_pytorchs_defaults():
+    from dsv32.train.induction_probe import _build
+
+    default = _build("reference", InductionProbeConfig(preset="small"))
+    assert abs(float(default.embed.weight.std()) - 1.0) < 0.05  # nn.Embedding's N(0, 1)
+    scaled = _build("reference", InductionProbeConfig(preset="small", reference_init_range=0.05))
+    for name, p in scaled.named_parameters():
+        if p.dim() >= 2:
+            assert abs(float(p.std()) - 0.05) < 0.005, name
+        elif name.endswith("bias"):
+            assert not p.any(), name
+        else:
+            assert (p == 1).all(), name  # LayerNorm weights keep 1
