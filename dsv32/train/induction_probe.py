@@ -8,7 +8,9 @@ recall) needs this circuit, so the step at which a model leaves that plateau bou
 retrieval recipe can work.
 
 The reference is a pre-norm `nn.TransformerEncoder` of the same width, heads, feed-forward width and
-depth, with learned absolute positions and PyTorch's default initialisation. Both see the same
+depth, with learned absolute positions and PyTorch's default initialisation (embeddings N(0, 1)) or,
+with `reference_init_range`, dsv32's (every matrix N(0, std)): the embedding's scale, not the
+architecture, is what sets how soon either model learns to copy (README). Both see the same
 batches with the same AdamW (no weight decay, betas 0.9/0.95), linear warm-up then constant lr and
 clipping at 1.0, trained alternately step by step in one run.
 """
@@ -123,13 +125,18 @@ def _build(arch: str, cfg: InductionProbeConfig) -> nn.Module:
     model = ReferenceTransformer(vocab, base.hidden_size, base.num_attention_heads, base.intermediate_size,
                                  layers, cfg.seq_len)  # fmt: skip
     if cfg.reference_init_range is not None:
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if p.dim() >= 2:
-                    p.normal_(0.0, cfg.reference_init_range)
-                elif name.endswith("bias"):
-                    p.zero_()
+        _init_like_dsv32(model, cfg.reference_init_range)
     return model
+
+
+@torch.no_grad()
+def _init_like_dsv32(model: nn.Module, std: float) -> None:
+    """dsv32's scheme on any model: Normal(0, std) matrices, zero biases, norm weights kept at 1."""
+    for name, p in model.named_parameters():
+        if p.dim() >= 2:
+            p.normal_(0.0, std)
+        elif name.endswith("bias"):
+            p.zero_()
 
 
 def run_induction_probe(cfg: InductionProbeConfig, progress=print) -> dict:
