@@ -1,4 +1,4 @@
-"""The induction probe: its metrics by hand, the reference model is causal, each model flag reaches the built model, a short CLI run."""
+"""The induction probe: metrics by hand, a causal reference, every model flag reaches the model, a CLI run."""
 
 import json
 import math
