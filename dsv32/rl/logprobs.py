@@ -97,7 +97,9 @@ def selected_logprobs(
     already aligned with their targets (any leading shape X), and the distribution's entropy."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    logits = logits_XV.float() / temperature
+    logits = logits_XV.float()
+    if temperature != 1.0:  # dividing by 1 changes nothing but costs an op and its backward
+        logits = logits / temperature
     if keep_XV is not None:
         logits = logits.masked_fill(~keep_XV.to(logits.device), float("-inf"))
     logp_all = F.log_softmax(logits, dim=-1)
