@@ -6,7 +6,8 @@ Four tasks, each sample a prompt and a short exact answer (digits):
   VALUE a number written right after it; one key queried (multi-query associative recall: the
   token before the value is the key itself, so finding the value is one-token induction among
   distractors; a multi-token key or a shared word such as " is" between key and value would ask
-  for a multi-token match instead).
+  for a multi-token match instead). With `kv_queries` > 1 a training row asks more keys after the
+  answer, each as "\nPair:KEY" followed by its value (see "Training rows" below).
 - `var_track`: `n_chains` chains of assignments `VAR A = 12345`, `VAR B = VAR A`, ... (`n_hops` links
   each), statements scattered in order through prose; the value of the last variable of one chain
   is asked, so the model must follow every hop.
@@ -25,6 +26,12 @@ seed, moved to the next line start, or the last one when none follows). Everythi
 from `random.Random` seeded by (task, context_len, seed), so a sample is a pure function of
 those and of the tokenizer and code texts.
 Scoring is exact match of the stripped prediction against the answer.
+
+Training rows (`training_example`): prompt + answer + follow-ups + EOS, the loss on the answer,
+each follow-up's answer and EOS. Follow-ups exist only in samples built with `training=True` and
+only for kv_recall with `kv_queries` > 1: one query is one supervised lookup, so a row that asks
+every key teaches the same key-to-value lookup up to n_pairs times per row (the multi-query form
+of associative recall). Evaluation samples never have them, so what is scored stays one question.
 """
 
 from __future__ import annotations
@@ -106,10 +113,13 @@ class LongContextSample:
     eos_id: int
     prompt: str
     meta: dict = field(default_factory=dict, compare=False)
+    # (query ids, answer ids) a training row appends after the answer (module doc); () for evaluation
+    followups: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = ()
 
     @property
     def n_tokens(self) -> int:
-        return len(self.prompt_ids) + len(self.answer_ids) + 1
+        extra = sum(len(q) + len(a) for q, a in self.followups)
+        return len(self.prompt_ids) + len(self.answer_ids) + extra + 1
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,7 @@ class TaskOptions:
     n_pairs: int = 8  # kv_recall: pairs hidden in the filler
     n_hops: int = 3  # var_track: links per chain (chain has n_hops + 1 variables)
     n_chains: int = 2  # var_track: chains, one queried, the others distractors
+    kv_queries: int = 1  # kv_recall training rows: keys asked per row (module doc), <= n_pairs
     code_depth: tuple[float, float] = (0.02, 0.30)  # code_needle: where the constant goes
 
 
@@ -135,15 +146,20 @@ def accuracy(samples: Sequence[LongContextSample], predictions: Sequence[str]) -
 
 
 def training_example(sample: LongContextSample, full_loss: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, loss_mask) for prompt + answer + EOS; the mask is True on answer and EOS tokens only,
-    or on every token after BOS with `full_loss` (next-token loss on the filler too: many supervised
-    tokens per row instead of the handful of answer tokens).
+    """(ids, loss_mask) for prompt + answer + follow-ups + EOS; the mask is True on the answer, the
+    follow-ups' answers and EOS, or on every token after BOS with `full_loss` (next-token loss on the
+    filler too: many supervised tokens per row instead of the handful of answer tokens).
 
     `loss_mask[j]` says whether token j is a training target (predicted from tokens < j).
     """
-    ids = np.array([*sample.prompt_ids, *sample.answer_ids, sample.eos_id], dtype=np.int64)
-    mask = np.zeros(len(ids), dtype=bool)
-    mask[1 if full_loss else len(sample.prompt_ids) :] = True
+    pieces = [(sample.prompt_ids, False), (sample.answer_ids, True)]
+    for query, answer in sample.followups:
+        pieces += [(query, False), (answer, True)]
+    pieces.append(((sample.eos_id,), True))
+    ids = np.array([t for piece, _ in pieces for t in piece], dtype=np.int64)
+    mask = np.concatenate([np.full(len(piece), target, dtype=bool) for piece, target in pieces])
+    if full_loss:
+        mask[1:] = True
     return ids, mask
 
 
@@ -170,7 +186,9 @@ class LongContextTasks:
         self._key_pool: list[str] | None = None
 
     # ---- public -------------------------------------------------------------------------------
-    def sample(self, task: str, context_len: int, seed: int) -> LongContextSample:
+    def sample(self, task: str, context_len: int, seed: int, training: bool = False) -> LongContextSample:
+        """One sample of `context_len` tokens in all (prompt, answer, follow-ups, EOS); `training`
+        adds kv_recall's follow-up queries when `options.kv_queries` > 1 (module doc)."""
         builders = {
             "passkey": self._passkey,
             "kv_recall": self._kv_recall,
@@ -182,10 +200,14 @@ class LongContextTasks:
         if not isinstance(context_len, int) or context_len < 1:
             raise ValueError(f"context_len must be a positive int, got {context_len!r}")
         rng = random.Random(f"{task}|{context_len}|{seed}")
+        if task == "kv_recall":
+            return self._kv_recall(rng, context_len, seed, self.options.kv_queries if training else 1)
         return builders[task](rng, context_len, seed)
 
-    def samples(self, task: str, context_len: int, n: int, seed: int) -> list[LongContextSample]:
-        return [self.sample(task, context_len, derive_seed(seed, i)) for i in range(n)]
+    def samples(
+        self, task: str, context_len: int, n: int, seed: int, training: bool = False
+    ) -> list[LongContextSample]:
+        return [self.sample(task, context_len, derive_seed(seed, i), training) for i in range(n)]
 
     # ---- tasks --------------------------------------------------------------------------------
     def _passkey(self, rng: random.Random, context_len: int, seed: int) -> LongContextSample:
@@ -198,8 +220,12 @@ class LongContextTasks:
             question="\nWhat is the pass key?\nThe pass key is ", answer=key, meta={},
         )  # fmt: skip
 
-    def _kv_recall(self, rng: random.Random, context_len: int, seed: int) -> LongContextSample:
+    def _kv_recall(
+        self, rng: random.Random, context_len: int, seed: int, queries: int = 1
+    ) -> LongContextSample:
         n = self.options.n_pairs
+        if not 1 <= queries <= n:
+            raise ValueError(f"kv_recall asks 1 to n_pairs={n} keys per row, got kv_queries={queries}")
         pool = self._key_words()
         if len(pool) < n:
             raise ValueError(f"kv_recall needs {n} one-token key words; the tokenizer has {len(pool)}")
@@ -207,11 +233,13 @@ class LongContextTasks:
         values = [str(v) for v in rng.sample(range(10_000, 100_000), n)]
         needles = [f"Pair:{k}{v}\n" for k, v in zip(keys, values)]
         asked = rng.randrange(n)
+        depths = sorted(rng.random() for _ in range(n))
+        more = rng.sample([i for i in range(n) if i != asked], queries - 1) if queries > 1 else []
         return self._assemble(
             "kv_recall", seed, context_len, rng,
             header=_KV_HEADER, filler="prose", needles=needles,
-            depths=sorted(rng.random() for _ in range(n)), question=_KV_QUESTION.format(key=keys[asked]),
-            answer=values[asked],
+            depths=depths, question=_KV_QUESTION.format(key=keys[asked]),
+            answer=values[asked], followups=[(f"\nPair:{keys[i]}", values[i]) for i in more],
             meta={"asked_index": asked, "n_pairs": n, "key": keys[asked].strip()},
         )  # fmt: skip
 
@@ -275,12 +303,15 @@ class LongContextTasks:
         question: str,
         answer: str,
         meta: dict,
+        followups: Sequence[tuple[str, str]] = (),
     ) -> LongContextSample:
         tok = self.tok
         head = [tok.bos_id, *tok.encode(header)]
         needle_ids = [tok.encode(n) for n in needles]
         question_ids, answer_ids = tok.encode(question), tok.encode(answer)
+        followup_ids = tuple((tuple(tok.encode(q)), tuple(tok.encode(a))) for q, a in followups)
         fixed = len(head) + sum(map(len, needle_ids)) + len(question_ids) + len(answer_ids) + 1
+        fixed += sum(len(q) + len(a) for q, a in followup_ids)
         budget = context_len - fixed
         if budget < 0:
             raise ValueError(
@@ -313,6 +344,7 @@ class LongContextTasks:
             eos_id=tok.eos_id,
             prompt=tok.decode(prompt_ids[1:]),
             meta=meta,
+            followups=followup_ids,
         )
 
     def _line_starts(self, ids: list[int]) -> list[int]:

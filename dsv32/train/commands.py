@@ -115,7 +115,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
                       steps=args.steps, lr=args.lr, initializer_range=args.init_range, tie_head=args.tie_head,
                       curriculum=curriculum, log_every=args.log_every, seed=args.seed,
                       max_files=args.max_files, eval_lens=eval_lens,
-                      eval_samples=args.eval_samples, n_pairs=args.n_pairs,
+                      eval_samples=args.eval_samples, n_pairs=args.n_pairs, kv_queries=args.kv_queries,
                       model_overrides=_model_sets(args.model_set))  # fmt: skip
     print(f"{'step':>6s} {'context':>8s} {'answer loss':>12s} {'accuracy':>9s} {'exact':>7s} "
           f"{'p0':>6s} {'p1':>6s} {'p2':>6s} {'seconds':>8s}")  # fmt: skip
@@ -251,6 +251,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("probe-retrieval", help="how fast one long-context task is learned (exact match)")
     p.add_argument("--task", default="passkey")
     p.add_argument("--n-pairs", type=int, default=2, help="kv_recall: key-value pairs per sample")
+    p.add_argument(
+        "--kv-queries",
+        type=int,
+        default=1,
+        help="kv_recall: keys asked per training row, 1 to --n-pairs (held-out samples ask one)",
+    )
     p.add_argument("--preset", default="small", choices=("tiny", "small"))
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)

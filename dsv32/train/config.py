@@ -37,6 +37,7 @@ class DataConfig:
     task_loss: str = "answer"  # "answer": loss on answer + EOS only; "full": on every token after BOS
     task_seed: int = 1
     n_pairs: int = 8
+    kv_queries: int = 1  # kv_recall training rows ask this many of the n_pairs keys (dsv32.data.longctx)
     n_hops: int = 3
     n_chains: int = 2
     val_rows: int = 8  # validation rows of stdlib text for the validation loss
@@ -126,6 +127,11 @@ class TrainConfig(OptimizerSettings):
         need(isinstance(self.model_overrides, dict), "model_overrides must be a JSON object")
         need(self.data.task_loss in TASK_LOSS, f"data.task_loss must be one of {TASK_LOSS}")
         need(self.data.induction_rows >= 0, "data.induction_rows must be >= 0")
+        need(
+            isinstance(self.data.kv_queries, int) and 1 <= self.data.kv_queries <= self.data.n_pairs,
+            f"data.kv_queries must be an integer in [1, data.n_pairs={self.data.n_pairs}], "
+            f"got {self.data.kv_queries!r}",
+        )
         need(self.data.task_samples >= 0 and self.data.eval_samples >= 0, "sample counts must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:

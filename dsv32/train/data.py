@@ -58,7 +58,9 @@ class StageData:
 
 
 def task_options(cfg: DataConfig) -> TaskOptions:
-    return TaskOptions(n_pairs=cfg.n_pairs, n_hops=cfg.n_hops, n_chains=cfg.n_chains)
+    return TaskOptions(
+        n_pairs=cfg.n_pairs, n_hops=cfg.n_hops, n_chains=cfg.n_chains, kv_queries=cfg.kv_queries
+    )
 
 
 def load_corpus(cfg: DataConfig) -> Corpus:
@@ -91,7 +93,7 @@ def build_stage_data(
     tasks = LongContextTasks(tok, code_texts=list(corpus.texts("val")), options=task_options(cfg))
     examples = []
     for name in cfg.tasks:
-        for sample in tasks.samples(name, seq_len + 1, cfg.task_samples, cfg.task_seed):
+        for sample in tasks.samples(name, seq_len + 1, cfg.task_samples, cfg.task_seed, training=True):
             examples.append(training_example(sample, full_loss=cfg.task_loss == "full"))
     if examples:
         sources.append(PackedExamples(examples, seq_len, pad_id=tok.eos_id))

@@ -48,6 +48,7 @@ class ProbeConfig:
     model_overrides: dict = field(default_factory=dict)  # any other ModelConfig change
     curriculum: list[tuple[int, int, int]] | None = None  # (seq_len, batch_size, steps) per phase
     n_pairs: int = 2  # kv_recall at short contexts
+    kv_queries: int = 1  # kv_recall: keys asked per training row (held-out samples ask one)
     log_every: int = 25
     eval_lens: list[int] | None = None  # context lengths for the held-out exact match at the end
     eval_samples: int = 64
@@ -118,12 +119,13 @@ def _window_mean(values: list[float]) -> float | None:
     return round(float(np.mean(kept)), 4) if kept else None
 
 
-def _task_batch(tasks, task: str, seq_len: int, seeds: list[int], pad_id: int):
-    """Fresh samples as (ids [B, seq_len + 1], loss mask of the targets [B, seq_len])."""
+def _task_batch(tasks, task: str, seq_len: int, seeds: list[int], pad_id: int, training: bool = False):
+    """Fresh samples as (ids [B, seq_len + 1], loss mask of the targets [B, seq_len]); `training`
+    samples carry kv_recall's follow-up queries when the options ask for them."""
     ids = np.full((len(seeds), seq_len + 1), pad_id, dtype=np.int64)
     mask = np.zeros_like(ids, dtype=bool)
     for i, seed in enumerate(seeds):
-        row, row_mask = training_example(tasks.sample(task, seq_len + 1, seed))
+        row, row_mask = training_example(tasks.sample(task, seq_len + 1, seed, training))
         ids[i, : len(row)], mask[i, : len(row)] = row, row_mask
     return torch.from_numpy(ids), torch.from_numpy(mask)[:, 1:]
 
@@ -133,7 +135,9 @@ def run_probe(cfg: ProbeConfig, cache_dir: str | Path, progress=print) -> list[d
         raise ValueError(f"unknown task {cfg.task!r}; expected one of {TASKS}")
     phases = cfg.curriculum or [(cfg.seq_len, cfg.batch_size, cfg.steps)]
     vocab = preset(cfg.preset).vocab_size
-    data = DataConfig(n_pairs=cfg.n_pairs, vocab_size=vocab, max_files=cfg.max_files)
+    data = DataConfig(
+        n_pairs=cfg.n_pairs, kv_queries=cfg.kv_queries, vocab_size=vocab, max_files=cfg.max_files
+    )
     corpus = load_corpus(data)
     tok = get_tokenizer(data, corpus, Path(cache_dir))
     code = list(corpus.texts("val"))[:50] if cfg.task == "code_needle" else []
@@ -151,7 +155,7 @@ def run_probe(cfg: ProbeConfig, cache_dir: str | Path, progress=print) -> list[d
         for phase_step in range(steps):
             seeds = [derive_seed(cfg.seed, drawn + i) for i in range(batch_size)]
             drawn += batch_size
-            ids_t, mask_t = _task_batch(tasks, cfg.task, seq_len, seeds, tok.eos_id)
+            ids_t, mask_t = _task_batch(tasks, cfg.task, seq_len, seeds, tok.eos_id, training=True)
             logits = model(ids_t[:, :-1], logits_at=mask_t).logits
             targets = ids_t[:, 1:][mask_t]
             loss = F.cross_entropy(logits.float(), targets)

@@ -137,6 +137,38 @@ def test_full_loss_example_masks_every_token_but_bos(tasks):
     assert not mask[0] and mask[1:].all()
 
 
+def test_kv_recall_training_rows_ask_more_keys_with_their_own_values(tokenizer, code_texts):
+    """kv_queries = 4 of 4 pairs: the row asks every key once (the question's key first), each
+    follow-up's answer is the value written after that key in the prompt, the loss mask covers
+    exactly the answers and EOS, and the row still fills the context."""
+    gen = LongContextTasks(tokenizer, code_texts=code_texts, options=TaskOptions(n_pairs=4, kv_queries=4))
+    for seed in range(4):
+        s = gen.sample("kv_recall", 300, seed, training=True)
+        pairs = dict(re.findall(r"^Pair: ([a-z]+)(\d+)$", s.prompt, flags=re.M))
+        asked = [s.meta["key"]] + [tokenizer.decode(list(q)).split("Pair: ")[1] for q, _ in s.followups]
+        assert sorted(asked) == sorted(pairs)
+        assert [tokenizer.decode(list(a)) for _, a in s.followups] == [pairs[k] for k in asked[1:]]
+        ids, mask = training_example(s)
+        assert len(ids) == s.n_tokens == 300 and ids[-1] == tokenizer.eos_id
+        want = s.answer + "".join(pairs[k] for k in asked[1:])
+        assert tokenizer.decode(ids[mask][:-1]) == want
+        assert not mask[: len(s.prompt_ids)].any()
+
+
+def test_kv_recall_follow_ups_are_for_training_only(tokenizer, code_texts):
+    """Evaluation samples (training=False) ask one key and equal those of kv_queries = 1."""
+    many = LongContextTasks(tokenizer, code_texts=code_texts, options=TaskOptions(n_pairs=3, kv_queries=3))
+    one = LongContextTasks(tokenizer, code_texts=code_texts, options=TaskOptions(n_pairs=3))
+    assert many.sample("kv_recall", 256, 7) == one.sample("kv_recall", 256, 7)
+    assert many.sample("kv_recall", 256, 7).followups == ()
+    assert one.sample("kv_recall", 256, 7, training=True) == one.sample("kv_recall", 256, 7)
+    assert many.sample("passkey", 256, 7, training=True) == one.sample("passkey", 256, 7)
+    with pytest.raises(ValueError, match="asks 1 to n_pairs=3 keys per row, got kv_queries=4"):
+        LongContextTasks(tokenizer, options=TaskOptions(n_pairs=3, kv_queries=4)).sample(
+            "kv_recall", 256, 0, training=True
+        )
+
+
 def test_question_restates_the_needle_up_to_the_value(tasks):
     """The answer continues a phrase that occurs verbatim before it in the prompt (induction-style)."""
     leads = {"passkey": r"The pass key is ", "kv_recall": r"Pair: [a-z]+", "code_needle": r"# Answer: \w+ = "}

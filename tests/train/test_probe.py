@@ -95,3 +95,25 @@ def test_parse_curriculum():
     for bad in ("80x32", "80:10", "80x0:5", "ax1:1"):
         with pytest.raises(ValueError, match="curriculum phase"):
             parse_curriculum(bad)
+
+
+def test_probe_kv_queries_ask_more_keys_in_training_batches_only(capsys, tmp_path, monkeypatch):
+    import dsv32.train.probe as probe
+
+    digits = []  # (training, digits supervised per row) for every batch
+    real = probe._task_batch
+
+    def spy(tasks, task, seq_len, seeds, pad_id, training=False):
+        ids, mask = real(tasks, task, seq_len, seeds, pad_id, training)
+        texts = [tasks.tok.decode(row[1:][m].tolist()) for row, m in zip(ids, mask)]
+        digits.append((training, [sum(c.isdigit() for c in t) for t in texts]))
+        return ids, mask
+
+    monkeypatch.setattr(probe, "_task_batch", spy)
+    args = ["train", "probe-retrieval", "--preset", "tiny", "--task", "kv_recall", "--n-pairs", "3",
+            "--kv-queries", "3", "--seq-len", "160", "--batch-size", "2", "--steps", "1",
+            "--cache-dir", str(tmp_path), "--max-files", "40", "--eval-lens", "160",
+            "--eval-samples", "2"]  # fmt: skip
+    assert main(args) == 0
+    # three five-digit values per training row, one per held-out row
+    assert digits == [(True, [15, 15]), (False, [5, 5])]
