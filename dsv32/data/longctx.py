@@ -189,9 +189,10 @@ class LongContextTasks:
     def sample(self, task: str, context_len: int, seed: int, training: bool = False) -> LongContextSample:
         """One sample of `context_len` tokens in all (prompt, answer, follow-ups, EOS); `training`
         adds kv_recall's follow-up queries when `options.kv_queries` > 1 (module doc)."""
+        queries = self.options.kv_queries if training else 1
         builders = {
             "passkey": self._passkey,
-            "kv_recall": self._kv_recall,
+            "kv_recall": lambda rng, length, seed: self._kv_recall(rng, length, seed, queries),
             "var_track": self._var_track,
             "code_needle": self._code_needle,
         }
@@ -200,8 +201,6 @@ class LongContextTasks:
         if not isinstance(context_len, int) or context_len < 1:
             raise ValueError(f"context_len must be a positive int, got {context_len!r}")
         rng = random.Random(f"{task}|{context_len}|{seed}")
-        if task == "kv_recall":
-            return self._kv_recall(rng, context_len, seed, self.options.kv_queries if training else 1)
         return builders[task](rng, context_len, seed)
 
     def samples(

@@ -7,11 +7,14 @@ accuracy of the answer tokens (EOS excluded) and the exact-match rate (every ans
 argmax-correct under teacher forcing, which is what greedy decoding would produce), and the accuracy
 at each answer position (`p0`, `p1`, ...: the first, second, ... answer token), which tells a copy
 that finds the needle's tokens but not their order (p0 low, later ones high) from one that does not
-find the needle at all. `eval_lens` measures the trained model's exact match on fresh held-out
-samples at other context lengths (does what was learned at one length carry to others?). `tie_head` sets
-the model config's `tie_word_embeddings`. `curriculum` replaces the single (seq_len, batch_size,
-steps) phase by several, run in order on the same model and optimizer, so a longer phase starts
-from what a shorter one learned (which by itself does not transfer: see `eval_lens`).
+find the needle at all. With `kv_queries` > 1 a training row asks several keys and the training
+metrics cover all their values (`p0`, `p1`, ... then count positions through the row's answers in
+order); held-out samples always ask one. `eval_lens` measures the trained model's exact match on
+fresh held-out samples at other context lengths (does what was learned at one length carry to
+others?). `tie_head` sets the model config's `tie_word_embeddings`. `curriculum` replaces the
+single (seq_len, batch_size, steps) phase by several, run in order on the same model and
+optimizer, so a longer phase starts from what a shorter one learned (which by itself does not
+transfer: see `eval_lens`).
 
 This is the measurement behind README's notes on why the small presets learn retrieval slowly; it
 uses the same task generators as training (`dsv32.data.longctx`) and the stage's tokenizer cache.
