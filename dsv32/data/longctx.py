@@ -14,7 +14,8 @@ Four tasks, each sample a prompt and a short exact answer (digits):
 - `code_needle`: a constant `NAME = 12345` inserted early (depth 2-30%) into real standard-library
   source; its value is asked at the end.
 
-Layout in token ids: `BOS, header, filler..., needle, filler..., needle, ..., question | answer, EOS`.
+Layout in token ids: `BOS, header, filler..., needle, filler..., needle, ..., question | answer, EOS`;
+`meta["needle_spans"]` holds each needle's [start, end) in the prompt.
 The question ends by restating the needle's own words up to the value ("The pass key is ",
 "Pair: KEY", "# Answer: NAME = "), so the answer continues a phrase seen in the
 context: retrieval then is what induction-style copying heads do (match the phrase, copy what
@@ -327,12 +328,14 @@ class LongContextTasks:
             points.append(starts[min(j, len(starts) - 1)])
         points.sort()
         prompt_ids = list(head)
-        prev = 0
+        prev, spans = 0, []
         for p, nid in zip(points, needle_ids):
-            prompt_ids += fill[prev:p] + nid
+            prompt_ids += fill[prev:p]
+            spans.append((len(prompt_ids), len(prompt_ids) + len(nid)))
+            prompt_ids += nid
             prev = p
         prompt_ids += fill[prev:] + question_ids
-        meta = {**meta, "depths": [p / budget if budget else 0.0 for p in points]}
+        meta = {**meta, "depths": [p / budget if budget else 0.0 for p in points], "needle_spans": spans}
         return LongContextSample(
             task=task,
             seed=seed,

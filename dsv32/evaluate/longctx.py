@@ -150,6 +150,7 @@ def evaluate_checkpoint(
 _NEEDLE_ROWS = (
     ("hit_per_layer", "needle in top-k, per layer"),
     ("head_mass_per_layer", "best head's mass on the needle, per layer"),
+    ("other_mass_per_layer", "that head's mass on the other needles, per layer"),
     ("live_heads_per_layer", "live indexer heads, per layer"),
 )
 

@@ -10,6 +10,10 @@ records, at that query:
 - `head_mass`: the largest share of one head's dense attention that falls on the needle's tokens,
   which says which layers do the retrieval (a retrieval head puts most of its mass there; a mean
   over heads would dilute it).
+- `other_mass`: that best head's mass on the other needles (every needle line of the prompt that
+  holds no copy of the answer: kv_recall's other pairs, var_track's other statements; 0 for a
+  single needle). A head that finds the right pair has its mass here near 0; one that only finds
+  "a pair" spreads it over all of them.
 - `live_heads`: how many of the layer's indexer heads score with a ReLU that fires (q_I . k_I > 0)
   for at least 1% of the keys the query sees. A head whose ReLU never fires adds nothing to the
   scores and gets no gradient: it is dead for good (a too-high warm-up lr kills heads this way).
@@ -26,6 +30,13 @@ import torch
 from dsv32.data.longctx import LongContextSample
 
 
+def other_needle_positions(sample: LongContextSample) -> list[int]:
+    """Prompt positions of the needles (`meta["needle_spans"]`) that hold no copy of the answer."""
+    starts = needle_positions(sample)
+    spans = sample.meta.get("needle_spans", [])
+    return [j for a, b in spans if not any(a <= s < b for s in starts) for j in range(a, b)]
+
+
 def needle_positions(sample: LongContextSample) -> list[int]:
     """Prompt positions where a full copy of the answer's tokens starts."""
     ids, ans = sample.prompt_ids, sample.answer_ids
@@ -38,8 +49,9 @@ def needle_positions(sample: LongContextSample) -> list[int]:
 LIVE_SHARE = 0.01  # an indexer head is live where its ReLU fires for at least this share of keys
 
 
-def _needle_stats(attn, x, cos, sin, indices_BTK, queries, needles, width):
-    """(hit, head_mass, live_heads) per sample of one layer; queries[b] is sample b's query position."""
+def _needle_stats(attn, x, cos, sin, indices_BTK, queries, needles, width, others):
+    """(hit, head_mass, live_heads, other_mass) per sample of one layer; queries[b] is sample b's
+    query position, others[b] its other needles' positions."""
     q_nope, q_pe, qr = attn.query(x, cos, sin)
     c_kv, k_pe = attn.latent(x, cos, sin)
     q_abs = attn.absorb(q_nope)
@@ -54,7 +66,10 @@ def _needle_stats(attn, x, cos, sin, indices_BTK, queries, needles, width):
         span = [j + i for j in starts for i in range(width[b])]
         hit = bool(np.isin(starts, indices_BTK[b, t].tolist()).any())
         firing_H = ((q_index[b, t].float() @ k_index[b, : t + 1].float().T) > 0).float().mean(-1)
-        out.append((hit, float(probs_HS[:, span].sum(-1).max()), int((firing_H >= LIVE_SHARE).sum())))
+        mass_H = probs_HS[:, span].sum(-1)
+        best = int(mass_H.argmax())
+        other = float(probs_HS[best, others[b]].sum()) if others[b] else 0.0
+        out.append((hit, float(mass_H[best]), int((firing_H >= LIVE_SHARE).sum()), other))
     return out
 
 
@@ -63,12 +78,10 @@ def needle_selection(
     model, samples: list[LongContextSample], attention: str, index_topk: int | None, batch_size: int
 ) -> dict[str, list[float]]:
     """Per layer: share of samples whose needle is in the top-k of the answer's query (`hit_per_layer`),
-    the mean over samples of the largest per-head attention mass on the needle (`head_mass_per_layer`)
-    and of the live indexer heads (`live_heads_per_layer`). Samples of one batch must have the same
-    length."""
-    hits: dict[int, list[bool]] = {}
-    mass: dict[int, list[float]] = {}
-    live: dict[int, list[int]] = {}
+    the mean over samples of the largest per-head attention mass on the needle (`head_mass_per_layer`),
+    of that head's mass on the other needles (`other_mass_per_layer`) and of the live indexer heads
+    (`live_heads_per_layer`). Samples of one batch must have the same length."""
+    stats_by_layer: dict[int, list[tuple]] = {}
     for start in range(0, len(samples), batch_size):
         group = samples[start : start + batch_size]
         rows = [[*s.prompt_ids, *s.answer_ids, s.eos_id] for s in group]
@@ -78,15 +91,16 @@ def needle_selection(
         queries = [len(s.prompt_ids) - 1 for s in group]
         needles = [needle_positions(s) for s in group]
         width = [len(s.answer_ids) for s in group]
+        others = [other_needle_positions(s) for s in group]
         handles = []
         for block in model.model.layers:
 
-            def hook(module, args, kwargs, output, layer=block.layer, where=(queries, needles, width)):
+            def hook(
+                module, args, kwargs, output, layer=block.layer, where=(queries, needles, width, others)
+            ):
                 x, cos, sin = args[:3]
                 stats = _needle_stats(module, x, cos, sin, output[1].topk_indices, *where)
-                hits.setdefault(layer, []).extend(h for h, _, _ in stats)
-                mass.setdefault(layer, []).extend(m for _, m, _ in stats)
-                live.setdefault(layer, []).extend(n for _, _, n in stats)
+                stats_by_layer.setdefault(layer, []).extend(stats)
 
             handles.append(block.self_attn.register_forward_hook(hook, with_kwargs=True))
         try:
@@ -94,9 +108,8 @@ def needle_selection(
         finally:
             for h in handles:
                 h.remove()
-    layers = sorted(hits)
-    return {
-        "hit_per_layer": [sum(hits[layer]) / len(hits[layer]) for layer in layers],
-        "head_mass_per_layer": [sum(mass[layer]) / len(mass[layer]) for layer in layers],
-        "live_heads_per_layer": [sum(live[layer]) / len(live[layer]) for layer in layers],
+    means = {
+        layer: [sum(col) / len(col) for col in zip(*rows)] for layer, rows in sorted(stats_by_layer.items())
     }
+    names = ("hit_per_layer", "head_mass_per_layer", "live_heads_per_layer", "other_mass_per_layer")
+    return {name: [m[i] for m in means.values()] for i, name in enumerate(names)}

@@ -137,6 +137,15 @@ def test_full_loss_example_masks_every_token_but_bos(tasks):
     assert not mask[0] and mask[1:].all()
 
 
+def test_needle_spans_cover_the_needle_lines(tokenizer, code_texts):
+    gen = LongContextTasks(tokenizer, code_texts=code_texts, options=TaskOptions(n_pairs=5))
+    s = gen.sample("kv_recall", 600, 2)
+    lines = [tokenizer.decode(list(s.prompt_ids[a:b])) for a, b in s.meta["needle_spans"]]
+    assert lines == re.findall(r"Pair: [a-z]+\d+\n", s.prompt)
+    ((a, b),) = gen.sample("passkey", 300, 2).meta["needle_spans"]
+    assert tokenizer.decode(list(gen.sample("passkey", 300, 2).prompt_ids[a:b])).startswith("The pass key is")
+
+
 def test_kv_recall_training_rows_ask_more_keys_with_their_own_values(tokenizer, code_texts):
     """kv_queries = 4 of 4 pairs: the row asks every key once (the question's key first), each
     follow-up's answer is the value written after that key in the prompt, the loss mask covers

@@ -8,14 +8,15 @@ from test_metrics import capture_attention_inputs
 
 from dsv32.config import preset
 from dsv32.data.longctx import LongContextSample
-from dsv32.evaluate.needle import needle_positions, needle_selection
+from dsv32.evaluate.needle import needle_positions, needle_selection, other_needle_positions
 from dsv32.model.transformer import build_model
 
 
-def _sample(prompt: list[int], answer: list[int], seed: int = 0) -> LongContextSample:
+def _sample(prompt: list[int], answer: list[int], seed: int = 0, spans=()) -> LongContextSample:
     return LongContextSample(
-        "passkey", seed, len(prompt) + len(answer) + 1, tuple(prompt), "x", tuple(answer), 1, ""
-    )
+        "passkey", seed, len(prompt) + len(answer) + 1, tuple(prompt), "x", tuple(answer), 1, "",
+        meta={"needle_spans": list(spans)},
+    )  # fmt: skip
 
 
 def _samples(vocab: int, n: int, length: int = 40) -> list[LongContextSample]:
@@ -26,7 +27,8 @@ def _samples(vocab: int, n: int, length: int = 40) -> list[LongContextSample]:
         answer = [2, 3]  # ids that occur nowhere else: one copy, planted at a drawn depth
         at = 3 + 7 * i
         prompt[at : at + 2] = answer
-        out.append(_sample(prompt, answer, i))
+        # two other "needles" (spans without the answer) besides the one that holds it
+        out.append(_sample(prompt, answer, i, spans=[(1, 3), (at - 1, at + 3), (30, 34)]))
     return out
 
 
@@ -34,14 +36,14 @@ def _reference(model, samples, k):
     """Per layer: hits and max-over-heads needle mass, from [H, S] scores in MHA (non-absorbed) form."""
     ids = torch.tensor([[*s.prompt_ids, *s.answer_ids] for s in samples])
     captured = capture_attention_inputs(model, ids, k)
-    hits, mass, live = [], [], []
+    hits, mass, live, other = [], [], [], []
     for attn, (x, cos, sin, _), idx in captured:
         with torch.no_grad():
             q_nope, q_pe, qr = attn.query(x, cos, sin)
             c_kv, k_pe = attn.latent(x, cos, sin)
             kv = attn.kv_b_proj(c_kv).view(*c_kv.shape[:2], attn.n_heads, -1)[..., : attn.dn]
             q_index, k_index = attn.indexer.queries(x, qr, cos, sin)[0], attn.indexer.keys(x, cos, sin)
-        h_layer, m_layer, l_layer = [], [], []
+        h_layer, m_layer, l_layer, o_layer = [], [], [], []
         for b, s in enumerate(samples):
             t = len(s.prompt_ids) - 1
             scores = (
@@ -50,15 +52,26 @@ def _reference(model, samples, k):
             probs = torch.softmax(scores * attn.scale, -1)
             starts = needle_positions(s)
             h_layer.append(any(j in idx[b, t].tolist() for j in starts))
-            m_layer.append(max(float(probs[h, [j + i for j in starts for i in range(2)]].sum())
-                               for h in range(attn.n_heads)))  # fmt: skip
+            on_needle = [
+                float(probs[h, [j + i for j in starts for i in range(2)]].sum()) for h in range(attn.n_heads)
+            ]
+            best = max(range(attn.n_heads), key=on_needle.__getitem__)
+            m_layer.append(on_needle[best])
+            o_layer.append(float(probs[best, [1, 2, 30, 31, 32, 33]].sum()))
             fires = [sum(float(q_index[b, t, h] @ k_index[b, s_]) > 0 for s_ in range(t + 1)) / (t + 1)
                      for h in range(q_index.shape[2])]  # fmt: skip
             l_layer.append(sum(f >= 0.01 for f in fires))
         hits.append(sum(h_layer) / len(samples))
         mass.append(sum(m_layer) / len(samples))
         live.append(sum(l_layer) / len(samples))
-    return hits, mass, live
+        other.append(sum(o_layer) / len(samples))
+    return hits, mass, live, other
+
+
+def test_other_needles_are_the_spans_without_the_answer():
+    s = _sample([9, 5, 6, 9, 7, 7, 6, 8], [5, 6], spans=[(0, 3), (3, 6), (6, 8)])
+    assert other_needle_positions(s) == [3, 4, 5, 6, 7]
+    assert other_needle_positions(_sample([9, 5, 6], [5, 6])) == []
 
 
 def test_needle_positions_finds_every_full_copy():
@@ -74,10 +87,12 @@ def test_needle_selection_matches_reference(k):
     model = build_model(config, seed=2).eval()
     samples = _samples(config.vocab_size, 4)
     got = needle_selection(model, samples, "dense", k, batch_size=3)
-    hits, mass, live = _reference(model, samples, k)
+    hits, mass, live, other = _reference(model, samples, k)
     assert got["hit_per_layer"] == hits
     assert got["head_mass_per_layer"] == pytest.approx(mass, rel=1e-4)
     assert got["live_heads_per_layer"] == live
+    assert got["other_mass_per_layer"] == pytest.approx(other, rel=1e-4)
+    assert all(0 < m < 1 for m in other)
     assert len(hits) == config.num_hidden_layers and all(0 < m < 1 for m in mass)
 
 
