@@ -31,8 +31,9 @@ Scoring is exact match of the stripped prediction against the answer.
 Training rows (`training_example`): prompt + answer + follow-ups + EOS, the loss on the answer,
 each follow-up's answer and EOS. Follow-ups exist only in samples built with `training=True` and
 only for kv_recall with `kv_queries` > 1: one query is one supervised lookup, so a row that asks
-every key teaches the same key-to-value lookup up to n_pairs times per row (the multi-query form
-of associative recall). Evaluation samples never have them, so what is scored stays one question.
+kv_queries keys teaches the key-to-value lookup that many times (the multi-query form of
+associative recall). The follow-up keys are drawn with replacement, so no answer can be had by
+elimination. Evaluation samples never have them, so what is scored stays one question.
 """
 
 from __future__ import annotations
@@ -234,7 +235,9 @@ class LongContextTasks:
         needles = [f"Pair:{k}{v}\n" for k, v in zip(keys, values)]
         asked = rng.randrange(n)
         depths = sorted(rng.random() for _ in range(n))
-        more = rng.sample([i for i in range(n) if i != asked], queries - 1) if queries > 1 else []
+        # follow-up keys drawn with replacement: asking each key once would let the last answers
+        # be had by elimination (the values not yet given) instead of by looking the key up
+        more = [rng.randrange(n) for _ in range(queries - 1)]
         return self._assemble(
             "kv_recall", seed, context_len, rng,
             header=_KV_HEADER, filler="prose", needles=needles,
