@@ -104,7 +104,8 @@ class TokenizerLike(Protocol):
 
 @dataclass(frozen=True)
 class LongContextSample:
-    """One task instance. `prompt_ids` starts with BOS; the full sequence is prompt + answer + EOS."""
+    """One task instance. `prompt_ids` starts with BOS; the full sequence is prompt + answer +
+    follow-ups (training rows only) + EOS."""
 
     task: str
     seed: int
