@@ -30,9 +30,9 @@ import torch
 from dsv32.data.longctx import LongContextSample
 
 
-def other_needle_positions(sample: LongContextSample) -> list[int]:
-    """Prompt positions of the needles (`meta["needle_spans"]`) that hold no copy of the answer."""
-    starts = needle_positions(sample)
+def other_needle_positions(sample: LongContextSample, starts: list[int]) -> list[int]:
+    """Prompt positions of the needles (`meta["needle_spans"]`) that hold none of the answer's copies
+    (`starts`, from `needle_positions`)."""
     spans = sample.meta.get("needle_spans", [])
     return [j for a, b in spans if not any(a <= s < b for s in starts) for j in range(a, b)]
 
@@ -91,7 +91,7 @@ def needle_selection(
         queries = [len(s.prompt_ids) - 1 for s in group]
         needles = [needle_positions(s) for s in group]
         width = [len(s.answer_ids) for s in group]
-        others = [other_needle_positions(s) for s in group]
+        others = [other_needle_positions(s, starts) for s, starts in zip(group, needles)]
         handles = []
         for block in model.model.layers:
 

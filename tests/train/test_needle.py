@@ -70,8 +70,9 @@ def _reference(model, samples, k):
 
 def test_other_needles_are_the_spans_without_the_answer():
     s = _sample([9, 5, 6, 9, 7, 7, 6, 8], [5, 6], spans=[(0, 3), (3, 6), (6, 8)])
-    assert other_needle_positions(s) == [3, 4, 5, 6, 7]
-    assert other_needle_positions(_sample([9, 5, 6], [5, 6])) == []
+    assert other_needle_positions(s, needle_positions(s)) == [3, 4, 5, 6, 7]
+    single = _sample([9, 5, 6], [5, 6])
+    assert other_needle_positions(single, needle_positions(single)) == []
 
 
 def test_needle_positions_finds_every_full_copy():
