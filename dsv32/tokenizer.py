@@ -6,6 +6,11 @@ then the main word/punctuation/whitespace pattern) followed by a byte-level mapp
 regex. A BPE model is then learned over bytes, so every string round-trips exactly. The special
 tokens of `dsv32.chat.tokens.SPECIAL_TOKENS` take ids 0.. in list order (BOS 0, EOS 1, as in the
 official vocabulary) and are matched as single ids wherever they occur in the input text.
+With `split_digits=True` the digit split isolates single digits (`SINGLE_DIGIT_PATTERN`), so no token
+holds two digits and every number is spelled digit by digit. A small vocabulary otherwise holds a
+patchy subset of the 2-3 digit groups (75 of the 1,000 three-digit ones at 8K), so a 5-digit number
+is 2 or 3 tokens of a few hundred, depending on its digits; split, it is 5 of 10 tokens that every
+number exercises (README: retrieval probes).
 
 Loading (`Tokenizer.load`): a `tokenizer.json` written here, or the official DeepSeek-V3.2 one (a BPE
 model whose specials live in `added_tokens`, ids 0/1 for BOS/EOS and the chat tokens near 128800).
@@ -36,6 +41,7 @@ TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
 # The three isolating splits of the official DeepSeek-V3 family pre-tokenizer, in order.
 DIGITS_PATTERN = r"\p{N}{1,3}"
+SINGLE_DIGIT_PATTERN = r"\p{N}"
 CJK_PATTERN = "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+"
 MAIN_PATTERN = (
     "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+"
@@ -48,9 +54,11 @@ MAIN_PATTERN = (
 N_BYTES = 256
 
 
-def deepseek_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
-    """Digit / CJK / main-regex isolating splits, then byte-level mapping (no second regex)."""
-    splits = [pre_tokenizers.Split(Regex(p), "isolated") for p in (DIGITS_PATTERN, CJK_PATTERN, MAIN_PATTERN)]
+def deepseek_pre_tokenizer(split_digits: bool = False) -> pre_tokenizers.PreTokenizer:
+    """Digit / CJK / main-regex isolating splits, then byte-level mapping (no second regex);
+    split_digits: digits isolated one by one instead of in runs of up to three."""
+    digits = SINGLE_DIGIT_PATTERN if split_digits else DIGITS_PATTERN
+    splits = [pre_tokenizers.Split(Regex(p), "isolated") for p in (digits, CJK_PATTERN, MAIN_PATTERN)]
     return pre_tokenizers.Sequence(
         [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
@@ -198,12 +206,14 @@ def train_bpe(
     *,
     special_tokens: Sequence[str] = SPECIAL_TOKENS,
     min_frequency: int = 2,
+    split_digits: bool = False,
 ) -> Tokenizer:
     """Learn a byte-level BPE of `vocab_size` ids (specials and the 256 byte symbols included).
 
     Specials get ids 0..len(special_tokens)-1 in order, so BOS/EOS land on 0/1 with the default
     list. If the text is too small to support `vocab_size` merges the vocabulary comes out smaller
-    (logged); callers size the model from `Tokenizer.vocab_size`.
+    (logged); callers size the model from `Tokenizer.vocab_size`. split_digits: one digit per
+    token (see module docstring).
     """
     special_tokens = list(special_tokens)
     if special_tokens[:2] != [BOS, EOS]:
@@ -216,7 +226,7 @@ def train_bpe(
             f"vocab_size must be an int >= {floor} (specials + 256 bytes + 1 merge), got {vocab_size}"
         )
     hf = HFTokenizer(models.BPE())
-    hf.pre_tokenizer = deepseek_pre_tokenizer()
+    hf.pre_tokenizer = deepseek_pre_tokenizer(split_digits)
     hf.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

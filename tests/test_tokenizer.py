@@ -69,6 +69,23 @@ def test_digits_split_in_groups_of_at_most_three(tok):
     assert {3, 6, 9, 11} <= ends  # no token crosses a group of three digits
 
 
+def test_split_digits_gives_one_digit_per_token(texts, tmp_path):
+    numbers = "x = 12345 + 678\nport = 8080  # 2024-01-31 ٣٤٥\n"
+    split = train_bpe(texts + [numbers * 50], VOCAB, split_digits=True)
+    assert split.vocab_size == VOCAB  # the merges a digit group would take go to other text
+    for text in ("12345678901", numbers, "v2.10.3"):
+        ids = split.encode(text)
+        assert split.decode(ids) == text
+        digit_pieces = [split.decode([i]) for i in ids if any(c.isdigit() for c in split.decode([i]))]
+        assert all(len(piece) == 1 for piece in digit_pieces)  # no token holds two digits
+    assert [split.decode([i]) for i in split.encode("12345")] == list("12345")
+    # the default tokenizer trained on the same text does merge digits
+    grouped = train_bpe(texts + [numbers * 50], VOCAB)
+    assert len(grouped.encode("12345")) < 5
+    # the single-digit split travels in tokenizer.json
+    assert Tokenizer.load(split.save(tmp_path)).encode(numbers) == split.encode(numbers)
+
+
 def test_merges_compress_code(tok, texts):
     sample = texts[0][:5000]
     n_tokens = len(tok.encode(sample))

@@ -27,7 +27,7 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
 
     corpus = _corpus(args)
     start = time.perf_counter()
-    tok = train_bpe(corpus.texts("train"), args.vocab_size)
+    tok = train_bpe(corpus.texts("train"), args.vocab_size, split_digits=args.split_digits)
     seconds = time.perf_counter() - start
     path = tok.save(args.out)
     val_bytes = sum(f.n_bytes for f in corpus.split_files("val"))
@@ -102,6 +102,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("tokenizer", help="train a byte-level BPE on the stdlib train split and save it")
     corpus_flags(p)
     p.add_argument("--vocab-size", type=int, default=8192, help="ids including specials (default 8192)")
+    p.add_argument("--split-digits", action="store_true", help="one digit per token (no multi-digit tokens)")
     p.add_argument("--out", type=Path, required=True, help="directory (or .json path) for tokenizer.json")
     p.set_defaults(func=cmd_tokenizer)
 

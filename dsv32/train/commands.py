@@ -114,7 +114,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     cfg = ProbeConfig(task=args.task, preset=args.preset, seq_len=args.seq_len, batch_size=args.batch_size,
                       steps=args.steps, lr=args.lr, initializer_range=args.init_range, tie_head=args.tie_head,
                       curriculum=curriculum, log_every=args.log_every, seed=args.seed,
-                      max_files=args.max_files, eval_lens=eval_lens,
+                      max_files=args.max_files, eval_lens=eval_lens, split_digits=args.split_digits,
                       eval_samples=args.eval_samples, n_pairs=args.n_pairs, kv_queries=args.kv_queries,
                       model_overrides=_model_sets(args.model_set))  # fmt: skip
     print(f"{'step':>6s} {'context':>8s} {'answer loss':>12s} {'accuracy':>9s} {'exact':>7s} "
@@ -275,6 +275,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default="runs/cache", help="tokenizer cache (trained on first use)")
     p.add_argument("--max-files", type=int, default=None, help="stdlib files for the tokenizer")
+    p.add_argument("--split-digits", action="store_true", help="tokenizer with one digit per token")
     p.add_argument("--eval-lens", default=None, help="context lengths for a held-out exact match at the end")
     p.add_argument("--eval-samples", type=int, default=64, help="held-out samples per --eval-lens length")
     p.set_defaults(func=cmd_probe)

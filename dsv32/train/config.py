@@ -27,6 +27,7 @@ TASK_LOSS = ("answer", "full")
 class DataConfig:
     tokenizer: str | None = None  # tokenizer.json to use; None: train a BPE on the corpus (cached)
     vocab_size: int = 512  # for a trained tokenizer; the model's vocab follows the tokenizer
+    split_digits: bool = False  # trained tokenizer: one digit per token (dsv32.tokenizer.train_bpe)
     max_files: int | None = None  # stdlib files to index (a sorted prefix); None: all
     val_fraction: float = 0.05
     cache_dir: str | None = None  # tokenizer and shard cache; None: <run_dir>/cache

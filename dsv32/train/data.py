@@ -70,12 +70,13 @@ def load_corpus(cfg: DataConfig) -> Corpus:
 def get_tokenizer(cfg: DataConfig, corpus: Corpus, cache_dir: Path) -> Tokenizer:
     if cfg.tokenizer:
         return Tokenizer.load(cfg.tokenizer)
-    key = hashlib.sha256(f"{corpus.fingerprint('train')}|{cfg.vocab_size}".encode()).hexdigest()[:16]
+    digits = "|split_digits" if cfg.split_digits else ""  # absent by default: older caches stay valid
+    key = hashlib.sha256(f"{corpus.fingerprint('train')}|{cfg.vocab_size}{digits}".encode()).hexdigest()[:16]
     path = cache_dir / f"tokenizer-{key}.json"
     if path.is_file():
         return Tokenizer.load(path)
     log.info("training a %d-token BPE on %d files", cfg.vocab_size, len(corpus.split_files("train")))
-    tok = train_bpe(corpus.texts("train"), cfg.vocab_size)
+    tok = train_bpe(corpus.texts("train"), cfg.vocab_size, split_digits=cfg.split_digits)
     tok.save(path)
     return tok
 

@@ -57,9 +57,11 @@ class ProbeConfig:
     eval_samples: int = 64
     seed: int = 0
     max_files: int | None = None  # stdlib files for the tokenizer corpus (None: all)
+    split_digits: bool = False  # tokenizer with one digit per token (dsv32.tokenizer.train_bpe)
 
 
-ANSWER_POSITIONS = 3  # p0, p1, p2 (a five-digit answer is 2-3 tokens with the 8K vocabulary)
+ANSWER_POSITIONS = 3  # p0, p1, p2 (a five-digit answer is 2-3 tokens with the 8K vocabulary, 5 with
+# split_digits)
 
 
 def answer_metrics(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, eos_id: int) -> dict:
@@ -139,7 +141,11 @@ def run_probe(cfg: ProbeConfig, cache_dir: str | Path, progress=print) -> list[d
     phases = cfg.curriculum or [(cfg.seq_len, cfg.batch_size, cfg.steps)]
     vocab = preset(cfg.preset).vocab_size
     data = DataConfig(
-        n_pairs=cfg.n_pairs, kv_queries=cfg.kv_queries, vocab_size=vocab, max_files=cfg.max_files
+        n_pairs=cfg.n_pairs,
+        kv_queries=cfg.kv_queries,
+        vocab_size=vocab,
+        max_files=cfg.max_files,
+        split_digits=cfg.split_digits,
     )
     corpus = load_corpus(data)
     tok = get_tokenizer(data, corpus, Path(cache_dir))

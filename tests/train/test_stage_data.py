@@ -1,4 +1,5 @@
-"""Stage data: kv_recall's multi-query training rows reach the training set, never the evaluation."""
+"""Stage data: kv_recall's multi-query training rows reach the training set, never the evaluation;
+the split-digit tokenizer is cached apart from the default one and reaches the task samples."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from dsv32.data.longctx import training_example
 from dsv32.train.config import TrainConfig
-from dsv32.train.data import build_stage_data
+from dsv32.train.data import build_stage_data, get_tokenizer, load_corpus
 
 
 def test_kv_queries_reach_training_rows_only(data_cfg):
@@ -29,3 +30,15 @@ def test_kv_queries_is_validated(make_cfg, data_cfg):
         with pytest.raises(ValueError, match="data.kv_queries must be an integer in"):
             make_cfg(data=dataclasses.replace(data_cfg, n_pairs=2, kv_queries=bad))
     assert isinstance(make_cfg(data=dataclasses.replace(data_cfg, n_pairs=2, kv_queries=2)), TrainConfig)
+
+
+def test_split_digits_tokenizer_is_cached_apart_and_spells_answers_by_digit(data_cfg):
+    cfg = dataclasses.replace(data_cfg, split_digits=True)
+    corpus, cache = load_corpus(cfg), Path(cfg.cache_dir)
+    grouped, split = get_tokenizer(data_cfg, corpus, cache), get_tokenizer(cfg, corpus, cache)
+    assert grouped.fingerprint() != split.fingerprint()
+    assert len(sorted(cache.glob("tokenizer-*.json"))) == 2
+    assert get_tokenizer(cfg, corpus, cache).fingerprint() == split.fingerprint()  # read back from cache
+    data = build_stage_data(cfg, 128, cache)
+    sample = data.eval_samples["passkey"][0]
+    assert [data.tasks.tok.decode([i]) for i in sample.answer_ids] == list(sample.answer)
