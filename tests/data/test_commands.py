@@ -25,6 +25,12 @@ def test_data_verbs(tmp_path, capsys):
     tok = Tokenizer.load(tmp_path / "tok")
     assert info["vocab_size"] == tok.vocab_size == 1000
     assert info["fingerprint"] == tok.fingerprint()[:16]
+    split = ["data", "tokenizer", *corpus, "--vocab-size", "1000", "--split-digits"]
+    split += ["--out", str(tmp_path / "d")]
+    assert main(split) == 0
+    capsys.readouterr()
+    digits = Tokenizer.load(tmp_path / "d")
+    assert [digits.decode([i]) for i in digits.encode("2048")] == list("2048")
 
     args = ["data", "shards", *corpus, "--tokenizer", str(tmp_path / "tok"), "--cache", str(tmp_path / "c")]
     assert main([*args, "--split", "train"]) == 0
