@@ -60,8 +60,7 @@ class ProbeConfig:
     split_digits: bool = False  # tokenizer with one digit per token (dsv32.tokenizer.train_bpe)
 
 
-ANSWER_POSITIONS = 3  # p0, p1, p2 (a five-digit answer is 2-3 tokens with the 8K vocabulary, 5 with
-# split_digits)
+ANSWER_POSITIONS = 3  # p0, p1, p2: a five-digit answer is 2-3 tokens (8K vocabulary) or 5 (split_digits)
 
 
 def answer_metrics(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, eos_id: int) -> dict:
