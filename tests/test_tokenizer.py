@@ -76,8 +76,7 @@ def test_split_digits_gives_one_digit_per_token(texts, tmp_path):
     for text in ("12345678901", numbers, "v2.10.3"):
         ids = split.encode(text)
         assert split.decode(ids) == text
-        digit_pieces = [split.decode([i]) for i in ids if any(c.isdigit() for c in split.decode([i]))]
-        assert all(len(piece) == 1 for piece in digit_pieces)  # no token holds two digits
+        assert all(sum(c.isdigit() for c in split.decode([i])) <= 1 for i in ids)  # no token holds two digits
     assert [split.decode([i]) for i in split.encode("12345")] == list("12345")
     # the default tokenizer trained on the same text does merge digits
     grouped = train_bpe(texts + [numbers * 50], VOCAB)
